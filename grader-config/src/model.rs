@@ -1,0 +1,686 @@
+//! The typed configuration tree: [`GraderConfig`] and its parts.
+//!
+//! Every struct rejects unknown keys (`deny_unknown_fields`) and fills keys
+//! that no layer sets from its [`Default`] implementation, whose values are the
+//! documented defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as JsonValue;
+
+/// Default for [`GraderConfig::service_dir`].
+pub const DEFAULT_SERVICE_DIR: &str = "/var/lib/grader";
+/// Default for [`GraderConfig::relative_input_path`].
+pub const DEFAULT_RELATIVE_INPUT_PATH: &str = "convert_in";
+/// Default for [`GraderConfig::relative_output_path`].
+pub const DEFAULT_RELATIVE_OUTPUT_PATH: &str = "convert_out";
+/// Default for [`GraderConfig::git_executable`].
+pub const DEFAULT_GIT_EXECUTABLE: &str = "git";
+/// Default for [`GraderConfig::convert_executable`].
+pub const DEFAULT_CONVERT_EXECUTABLE: &str = "grader-convert";
+/// Default for [`GraderConfig::default_cell_timeout`], in seconds.
+pub const DEFAULT_CELL_TIMEOUT: u64 = 300;
+/// Default for [`GraderConfig::min_cell_timeout`], in seconds.
+pub const DEFAULT_MIN_CELL_TIMEOUT: u64 = 10;
+/// Default for [`GraderConfig::max_cell_timeout`], in seconds (one day).
+pub const DEFAULT_MAX_CELL_TIMEOUT: u64 = 86_400;
+/// Default for [`GraderConfig::max_grading_time`], in seconds (one hour).
+pub const DEFAULT_MAX_GRADING_TIME: u64 = 3_600;
+/// Default for [`GraderConfig::log_cap_bytes`] (1 MiB).
+pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
+/// Default for [`KubeConfig::default_image_name`].
+pub const DEFAULT_IMAGE_NAME_TEMPLATE: &str = "{lecture}_image";
+/// Default for [`KubeConfig::uid`].
+pub const DEFAULT_UID: i64 = 1000;
+/// Default for [`KubeConfig::poll_interval`], in seconds.
+pub const DEFAULT_POLL_INTERVAL: u64 = 5;
+/// Default for [`KubeConfig::unschedulable_grace`], in seconds.
+pub const DEFAULT_UNSCHEDULABLE_GRACE: u64 = 300;
+/// Default name of the volume in [`KubeConfig::volume`].
+pub const DEFAULT_VOLUME_NAME: &str = "data";
+/// Default claim name of the volume in [`KubeConfig::volume`].
+pub const DEFAULT_VOLUME_CLAIM: &str = "grader-data";
+
+/// The whole grader configuration (the root of `grader.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraderConfig {
+    /// Root directory of the grader's data: submissions, assignments and work
+    /// directories live below it (reference: `GraderService.grader_service_dir`).
+    pub service_dir: PathBuf,
+    /// Directory, relative to a grading job's work directory, into which the
+    /// submission is placed for the grading tool (reference:
+    /// `LocalAutogradeExecutor.relative_input_path`).
+    pub relative_input_path: PathBuf,
+    /// Directory, relative to a grading job's work directory, into which the
+    /// grading tool writes its results (reference:
+    /// `LocalAutogradeExecutor.relative_output_path`).
+    pub relative_output_path: PathBuf,
+    /// The `git` program used to fetch submissions and push results; a name
+    /// looked up on `PATH` or a path (reference: `git_executable`).
+    pub git_executable: PathBuf,
+    /// The course's grading tool run on a submission; a name looked up on
+    /// `PATH` or a path (reference: `convert_executable`).
+    pub convert_executable: PathBuf,
+    /// Cell timeout in seconds used when an assignment sets none (reference:
+    /// `default_cell_timeout`). Must satisfy `min < default < max`.
+    pub default_cell_timeout: u64,
+    /// Smallest cell timeout in seconds an assignment may ask for (reference:
+    /// `min_cell_timeout`). Must be greater than zero.
+    pub min_cell_timeout: u64,
+    /// Largest cell timeout in seconds an assignment may ask for (reference:
+    /// `max_cell_timeout`).
+    pub max_cell_timeout: u64,
+    /// Wall-clock limit in seconds for one whole grading job; the job is killed
+    /// and failed when it is exceeded. Must be greater than zero.
+    pub max_grading_time: u64,
+    /// Most bytes of the grading tool's output kept in the job's log; the rest
+    /// is dropped with a marker. Must be greater than zero.
+    pub log_cap_bytes: u64,
+    /// Keep a job's work directory after it finishes (for debugging) instead
+    /// of deleting it.
+    pub keep_workdirs: bool,
+    /// Where grading runs: `local` (a local process) or `kube` (a pod in
+    /// Kubernetes).
+    pub backend: Backend,
+    /// Settings of the Kubernetes backend (`[kube]` table); read but unused
+    /// when `backend = "local"`.
+    pub kube: KubeConfig,
+}
+
+impl Default for GraderConfig {
+    fn default() -> Self {
+        GraderConfig {
+            service_dir: PathBuf::from(DEFAULT_SERVICE_DIR),
+            relative_input_path: PathBuf::from(DEFAULT_RELATIVE_INPUT_PATH),
+            relative_output_path: PathBuf::from(DEFAULT_RELATIVE_OUTPUT_PATH),
+            git_executable: PathBuf::from(DEFAULT_GIT_EXECUTABLE),
+            convert_executable: PathBuf::from(DEFAULT_CONVERT_EXECUTABLE),
+            default_cell_timeout: DEFAULT_CELL_TIMEOUT,
+            min_cell_timeout: DEFAULT_MIN_CELL_TIMEOUT,
+            max_cell_timeout: DEFAULT_MAX_CELL_TIMEOUT,
+            max_grading_time: DEFAULT_MAX_GRADING_TIME,
+            log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
+            keep_workdirs: false,
+            backend: Backend::default(),
+            kube: KubeConfig::default(),
+        }
+    }
+}
+
+impl GraderConfig {
+    /// [`GraderConfig::max_grading_time`] as a [`Duration`].
+    pub fn max_grading_duration(&self) -> Duration {
+        Duration::from_secs(self.max_grading_time)
+    }
+
+    /// [`GraderConfig::default_cell_timeout`] as a [`Duration`].
+    pub fn default_cell_timeout_duration(&self) -> Duration {
+        Duration::from_secs(self.default_cell_timeout)
+    }
+
+    /// Clamps a cell timeout an assignment asks for (in seconds) into
+    /// `[min_cell_timeout, max_cell_timeout]`; `None` gives
+    /// `default_cell_timeout`.
+    pub fn effective_cell_timeout(&self, requested: Option<u64>) -> u64 {
+        match requested {
+            None => self.default_cell_timeout,
+            Some(t) => t.clamp(self.min_cell_timeout, self.max_cell_timeout),
+        }
+    }
+}
+
+/// Which executor grades submissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Run the grading tool as a local process (reference:
+    /// `LocalAutogradeExecutor`).
+    #[default]
+    Local,
+    /// Run the grading tool in a Kubernetes pod (reference:
+    /// `KubeAutogradeExecutor`).
+    Kube,
+}
+
+impl Backend {
+    /// The accepted spellings, in documentation order.
+    pub const NAMES: &'static [&'static str] = &["local", "kube"];
+
+    /// The configuration spelling of this backend.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Kube => "kube",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error of [`Backend::from_str`] and [`ImagePullPolicy::from_str`]: the value
+/// is not one of the allowed names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {value:?}, expected one of: {}", allowed.join(", "))]
+pub struct UnknownVariant {
+    /// The rejected value.
+    pub value: String,
+    /// The accepted values.
+    pub allowed: &'static [&'static str],
+}
+
+impl FromStr for Backend {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Backend::Local),
+            "kube" => Ok(Backend::Kube),
+            _ => Err(UnknownVariant {
+                value: s.to_owned(),
+                allowed: Backend::NAMES,
+            }),
+        }
+    }
+}
+
+/// The pod's `imagePullPolicy` (Kubernetes spelling, case-sensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ImagePullPolicy {
+    /// Always pull (the reference's default).
+    #[default]
+    Always,
+    /// Pull only when the node lacks the image.
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The accepted spellings.
+    pub const NAMES: &'static [&'static str] = &["Always", "IfNotPresent", "Never"];
+
+    /// The Kubernetes spelling of this policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+impl fmt::Display for ImagePullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ImagePullPolicy {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "Always" => Ok(ImagePullPolicy::Always),
+            "IfNotPresent" => Ok(ImagePullPolicy::IfNotPresent),
+            "Never" => Ok(ImagePullPolicy::Never),
+            _ => Err(UnknownVariant {
+                value: s.to_owned(),
+                allowed: ImagePullPolicy::NAMES,
+            }),
+        }
+    }
+}
+
+/// Settings of the Kubernetes backend (the `[kube]` table). Key names follow
+/// the reference's `KubeAutogradeExecutor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeConfig {
+    /// kubeconfig context to use; unset uses the current context, or the
+    /// in-cluster service account when running inside a pod.
+    pub context: Option<String>,
+    /// Namespace the grading pods run in; unset uses the context's namespace
+    /// (in-cluster: the pod's own namespace). Must be a DNS-1123 label.
+    pub namespace: Option<String>,
+    /// YAML/JSON file mapping lecture codes (or `lecture/assignment`) to
+    /// images; lectures it does not name use `default_image_name`
+    /// (reference: `kube_image_config_path`).
+    pub image_config_path: Option<PathBuf>,
+    /// Template for the image of lectures the image config does not name;
+    /// placeholders `{lecture}`, `{assignment_id}`, `{assignment_name}`, and
+    /// `{{` / `}}` for literal braces.
+    pub default_image_name: ImageNameTemplate,
+    /// The Kubernetes `Volume` (API form, camelCase keys) holding
+    /// `service_dir`, mounted into every grading pod.
+    pub volume: JsonValue,
+    /// Further `Volume`s added to the pod (API form).
+    pub extra_volumes: Vec<JsonValue>,
+    /// Further `VolumeMount`s added to the grading container (API form).
+    pub extra_volume_mounts: Vec<JsonValue>,
+    /// Labels put on every grading pod, in addition to the grader's own.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations put on every grading pod.
+    pub annotations: BTreeMap<String, String>,
+    /// The grading container's `imagePullPolicy`: `Always`, `IfNotPresent` or
+    /// `Never`.
+    pub image_pull_policy: ImagePullPolicy,
+    /// Names of the secrets in the namespace used to pull images.
+    pub image_pull_secrets: Vec<String>,
+    /// The pod's `tolerations` (API form).
+    pub tolerations: Vec<JsonValue>,
+    /// The pod's `nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
+    /// `runAsUser` of the grading container; `"none"` leaves it unset so the
+    /// image's `USER` applies. Must not be 0 while `hardening` is on.
+    #[serde(with = "uid_serde")]
+    pub uid: Option<i64>,
+    /// The grading container's resource requests and limits.
+    pub resources: Resources,
+    /// Extra fields merged into the pod spec (API form, camelCase keys).
+    pub extra_pod_config: JsonValue,
+    /// Extra fields merged into the grading container (API form).
+    pub extra_container_config: JsonValue,
+    /// Seconds between two looks at a running pod's status. Must be greater
+    /// than zero.
+    pub poll_interval: u64,
+    /// Seconds a pod may stay unschedulable or failing to pull its image
+    /// before the job is failed.
+    pub unschedulable_grace: u64,
+    /// Apply the restricted Pod Security Standard to the grading container
+    /// (non-root, no privilege escalation, all capabilities dropped,
+    /// `RuntimeDefault` seccomp profile).
+    pub hardening: bool,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        KubeConfig {
+            context: None,
+            namespace: None,
+            image_config_path: None,
+            default_image_name: ImageNameTemplate::default(),
+            volume: serde_json::json!({
+                "name": DEFAULT_VOLUME_NAME,
+                "persistentVolumeClaim": { "claimName": DEFAULT_VOLUME_CLAIM },
+            }),
+            extra_volumes: Vec::new(),
+            extra_volume_mounts: Vec::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            image_pull_policy: ImagePullPolicy::default(),
+            image_pull_secrets: Vec::new(),
+            tolerations: Vec::new(),
+            node_selector: BTreeMap::new(),
+            uid: Some(DEFAULT_UID),
+            resources: Resources::default(),
+            extra_pod_config: JsonValue::Object(serde_json::Map::new()),
+            extra_container_config: JsonValue::Object(serde_json::Map::new()),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            unschedulable_grace: DEFAULT_UNSCHEDULABLE_GRACE,
+            hardening: true,
+        }
+    }
+}
+
+impl KubeConfig {
+    /// [`KubeConfig::poll_interval`] as a [`Duration`].
+    pub fn poll_interval_duration(&self) -> Duration {
+        Duration::from_secs(self.poll_interval)
+    }
+
+    /// [`KubeConfig::unschedulable_grace`] as a [`Duration`].
+    pub fn unschedulable_grace_duration(&self) -> Duration {
+        Duration::from_secs(self.unschedulable_grace)
+    }
+}
+
+/// Serde for `uid`: an integer, or the string `"none"` for unset (TOML has no
+/// null).
+mod uid_serde {
+    use serde::{Deserializer, Serializer, de};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(uid: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match uid {
+            Some(v) => s.serialize_i64(*v),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Option<i64>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer user id or \"none\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Some(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(Some)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "none" {
+                    Ok(None)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Resource requests and limits of the grading container (the
+/// `[kube.resources]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    /// `resources.requests`: resource name → quantity. Default `cpu = "500m"`,
+    /// `memory = "512Mi"`. Replaced as a whole by a layer that sets it.
+    pub requests: BTreeMap<String, Quantity>,
+    /// `resources.limits`: resource name → quantity. Default `cpu = "2"`,
+    /// `memory = "2Gi"`. Replaced as a whole by a layer that sets it.
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        let q = |s: &str| Quantity(s.to_owned());
+        Resources {
+            requests: BTreeMap::from([
+                ("cpu".to_owned(), q("500m")),
+                ("memory".to_owned(), q("512Mi")),
+            ]),
+            limits: BTreeMap::from([("cpu".to_owned(), q("2")), ("memory".to_owned(), q("2Gi"))]),
+        }
+    }
+}
+
+/// A Kubernetes resource quantity such as `"500m"`, `"2"` or `"512Mi"`.
+/// Accepts a string or a number in the configuration; always held as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct Quantity(String);
+
+impl Quantity {
+    /// Parses and checks a quantity (`digits[.digits][suffix]`, suffix one of
+    /// `n u m k M G T P E Ki Mi Gi Ti Pi Ei` or an exponent `e<n>`).
+    pub fn parse(s: &str) -> Result<Self, InvalidQuantity> {
+        if is_quantity(s) {
+            Ok(Quantity(s.to_owned()))
+        } else {
+            Err(InvalidQuantity(s.to_owned()))
+        }
+    }
+
+    /// The quantity's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Quantity> for String {
+    fn from(q: Quantity) -> String {
+        q.0
+    }
+}
+
+/// Error of [`Quantity::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid quantity {0:?} (expected a Kubernetes quantity such as \"500m\", \"2\", \"512Mi\")"
+)]
+pub struct InvalidQuantity(pub String);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Kubernetes quantity (string or number)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Quantity::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+                Quantity::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+                Quantity::parse(&v.to_string()).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let digits_end = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+        .map_or(s.len(), |(i, _)| i);
+    let (number, suffix) = s.split_at(digits_end);
+    let dots = number.matches('.').count();
+    let has_digit = number.chars().any(|c| c.is_ascii_digit());
+    if !has_digit || dots > 1 {
+        return false;
+    }
+    match suffix {
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti"
+        | "Pi" | "Ei" => true,
+        _ => {
+            let Some(exp) = suffix.strip_prefix(['e', 'E']) else {
+                return false;
+            };
+            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
+        }
+    }
+}
+
+/// The placeholders [`ImageNameTemplate`] accepts.
+pub const IMAGE_NAME_PLACEHOLDERS: &[&str] = &["lecture", "assignment_id", "assignment_name"];
+
+/// A checked image-name template over `{lecture}`, `{assignment_id}` and
+/// `{assignment_name}`; `{{` and `}}` stand for literal braces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ImageNameTemplate {
+    source: String,
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Text(String),
+    Lecture,
+    AssignmentId,
+    AssignmentName,
+}
+
+/// Why an image-name template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template is empty.
+    #[error("empty image name template")]
+    Empty,
+    /// A `{name}` placeholder other than the allowed ones.
+    #[error(
+        "unknown placeholder `{{{placeholder}}}` in template {template:?} (allowed: {{lecture}}, {{assignment_id}}, {{assignment_name}}; write {{{{ and }}}} for literal braces)"
+    )]
+    UnknownPlaceholder {
+        /// The whole template.
+        template: String,
+        /// The name between the braces.
+        placeholder: String,
+    },
+    /// A `{` without its `}` or a `}` without its `{`.
+    #[error(
+        "unbalanced brace at byte {position} in template {template:?} (write {{{{ and }}}} for literal braces)"
+    )]
+    UnbalancedBrace {
+        /// The whole template.
+        template: String,
+        /// Byte offset of the offending brace.
+        position: usize,
+    },
+}
+
+impl ImageNameTemplate {
+    /// Parses and checks a template.
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
+        if template.is_empty() {
+            return Err(TemplateError::Empty);
+        }
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = template.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|(_, c)| *c) == Some('{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek().map(|(_, c)| *c) == Some('}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let rest = &template[i + 1..];
+                    let Some(end) = rest
+                        .find(['}', '{'])
+                        .filter(|&e| rest[e..].starts_with('}'))
+                    else {
+                        return Err(TemplateError::UnbalancedBrace {
+                            template: template.to_owned(),
+                            position: i,
+                        });
+                    };
+                    let name = &rest[..end];
+                    let part = match name {
+                        "lecture" => TemplatePart::Lecture,
+                        "assignment_id" => TemplatePart::AssignmentId,
+                        "assignment_name" => TemplatePart::AssignmentName,
+                        _ => {
+                            return Err(TemplateError::UnknownPlaceholder {
+                                template: template.to_owned(),
+                                placeholder: name.to_owned(),
+                            });
+                        }
+                    };
+                    if !text.is_empty() {
+                        parts.push(TemplatePart::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(part);
+                    // Skip the name and the closing brace.
+                    for _ in 0..name.chars().count() + 1 {
+                        chars.next();
+                    }
+                }
+                '}' => {
+                    return Err(TemplateError::UnbalancedBrace {
+                        template: template.to_owned(),
+                        position: i,
+                    });
+                }
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(TemplatePart::Text(text));
+        }
+        Ok(ImageNameTemplate {
+            source: template.to_owned(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Fills the placeholders in.
+    pub fn render(&self, lecture: &str, assignment_id: &str, assignment_name: &str) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Lecture => out.push_str(lecture),
+                TemplatePart::AssignmentId => out.push_str(assignment_id),
+                TemplatePart::AssignmentName => out.push_str(assignment_name),
+            }
+        }
+        out
+    }
+}
+
+impl Default for ImageNameTemplate {
+    fn default() -> Self {
+        ImageNameTemplate {
+            source: DEFAULT_IMAGE_NAME_TEMPLATE.to_owned(),
+            parts: vec![
+                TemplatePart::Lecture,
+                TemplatePart::Text("_image".to_owned()),
+            ],
+        }
+    }
+}
+
+impl FromStr for ImageNameTemplate {
+    type Err = TemplateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ImageNameTemplate::parse(s)
+    }
+}
+
+impl TryFrom<String> for ImageNameTemplate {
+    type Error = TemplateError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        ImageNameTemplate::parse(&s)
+    }
+}
+
+impl From<ImageNameTemplate> for String {
+    fn from(t: ImageNameTemplate) -> String {
+        t.source
+    }
+}
+
+impl fmt::Display for ImageNameTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
