@@ -1,1 +1,17 @@
-//! Placeholder: being written.
+//! The autograde pipeline of `grader`, the one backend trait it grades through, and the local
+//! backend that runs the grading tool as a process.
+
+pub mod backend;
+pub mod clock;
+pub mod executor;
+pub mod git;
+pub mod job_file;
+pub mod local;
+pub mod logs;
+pub mod paths;
+pub mod process_tree;
+
+pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, JobKind};
+pub use executor::{CellTimeouts, Executor, ExecutorConfig, Job, JobError, Outcome, Status};
+pub use git::{Git, ProcessGit};
+pub use local::LocalBackend;

@@ -1,0 +1,119 @@
+//! The one seam between the pipeline and where grading runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use grader_model::{Assignment, Lecture, Submission};
+use tokio_util::sync::CancellationToken;
+
+/// Which run of the grading tool a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// `autograde`: execute the notebooks and score them.
+    Autograde,
+    /// `generate_feedback`: render graded notebooks to HTML.
+    Feedback,
+}
+
+/// Everything a backend needs to run the grading tool once.
+#[derive(Debug, Clone)]
+pub struct GradingTask {
+    pub kind: JobKind,
+    pub lecture: Lecture,
+    pub assignment: Assignment,
+    pub submission: Submission,
+    /// The fetched submission.
+    pub input_dir: PathBuf,
+    /// Where the tool writes; holds `gradebook.json` before and after.
+    pub output_dir: PathBuf,
+    /// `input_dir` relative to the service directory (a pod mounts it by this `subPath`).
+    pub relative_input_dir: String,
+    /// `output_dir` relative to the service directory.
+    pub relative_output_dir: String,
+    /// Per-cell timeout passed to the tool, already clamped.
+    pub cell_timeout: u64,
+    /// Wall-clock bound of the whole grading run.
+    pub max_grading_time: Duration,
+}
+
+impl GradingTask {
+    /// Arguments of the grading tool after its executable, reading from `input` and writing to
+    /// `output` (paths as the tool will see them).
+    pub fn tool_args(&self, input: &str, output: &str, log_level: bool) -> Vec<String> {
+        let mut args = vec![
+            match self.kind {
+                JobKind::Autograde => "autograde",
+                JobKind::Feedback => "generate_feedback",
+            }
+            .to_string(),
+            "-i".into(),
+            input.into(),
+            "-o".into(),
+            output.into(),
+            "-p".into(),
+            "*.ipynb".into(),
+        ];
+        if log_level {
+            args.push("--log-level=INFO".into());
+        }
+        if self.kind == JobKind::Autograde {
+            args.push(format!(
+                "--ExecutePreprocessor.timeout={}",
+                self.cell_timeout
+            ));
+        }
+        args
+    }
+
+    /// The assignment settings as the tool reads them from `ASSIGNMENT_SETTINGS`.
+    pub fn settings_json(&self) -> String {
+        serde_json::to_string(&self.assignment.settings).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// A grading run that finished (whatever the notebooks scored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendOutput {
+    /// What the tool printed.
+    pub logs: String,
+}
+
+/// A grading run that did not finish successfully.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct BackendFailure {
+    /// Why, readable by a course operator (`grading exceeded max_grading_time of 60s`).
+    pub reason: String,
+    /// What the tool printed before it failed, if anything.
+    pub logs: String,
+}
+
+impl BackendFailure {
+    /// A failure with a reason and no logs.
+    pub fn new(reason: impl Into<String>) -> Self {
+        BackendFailure {
+            reason: reason.into(),
+            logs: String::new(),
+        }
+    }
+}
+
+/// Runs the grading tool somewhere: a local process, a pod, ...
+///
+/// Implementations must clean up what they started (processes, pods) before returning, also
+/// when `cancel` fires or `max_grading_time` passes.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait GradingBackend: Send + Sync {
+    /// A short name reported in outcomes (`local`, `kube`).
+    fn name(&self) -> &str;
+
+    /// Runs the tool for `task` and waits for it to end.
+    async fn run(
+        &self,
+        task: &GradingTask,
+        cancel: CancellationToken,
+    ) -> Result<BackendOutput, BackendFailure>;
+}

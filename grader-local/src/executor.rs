@@ -1,0 +1,611 @@
+//! The autograde and feedback pipelines of Grader Service, with the grading step behind
+//! [`GradingBackend`].
+//!
+//! The steps and the on-disk contract are the reference's `LocalAutogradeExecutor` and
+//! `LocalFeedbackExecutor`: clean the work dirs, fetch the submission, write `gradebook.json`,
+//! run the grading tool, commit the whitelisted results to a branch of the autograde (feedback)
+//! repository, read the scores back, clean up. Every failure ends as a failed outcome with the
+//! reason in its logs; nothing is left in the work dirs unless asked to.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grader_model::gradebook::{Gradebook, whitelist_patterns};
+use grader_model::{Assignment, AutoStatus, FeedbackStatus, Lecture, ManualStatus, Submission};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendFailure, GradingBackend, GradingTask, JobKind};
+use crate::clock::{Clock, SystemClock};
+use crate::git::{Git, is_commit_hash};
+use crate::logs::LogBuffer;
+use crate::paths::{JobPaths, RepoType, UnsafePath};
+
+/// The file the grading tool reads grades from and writes scores to.
+pub const GRADEBOOK_FILE: &str = "gradebook.json";
+
+/// Cell timeout limits, validated `0 < min < default < max` (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellTimeouts {
+    min: u64,
+    default: u64,
+    max: u64,
+}
+
+/// Cell timeout limits that do not satisfy `0 < min < default < max`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cell timeouts must satisfy 0 < min_cell_timeout < default_cell_timeout < max_cell_timeout, \
+     got min_cell_timeout = {min}, default_cell_timeout = {default}, max_cell_timeout = {max}"
+)]
+pub struct InvalidTimeouts {
+    pub min: u64,
+    pub default: u64,
+    pub max: u64,
+}
+
+impl CellTimeouts {
+    /// Validated limits.
+    pub fn new(min: u64, default: u64, max: u64) -> Result<Self, InvalidTimeouts> {
+        if 0 < min && min < default && default < max {
+            Ok(CellTimeouts { min, default, max })
+        } else {
+            Err(InvalidTimeouts { min, default, max })
+        }
+    }
+
+    /// The assignment's own timeout clamped to `[min, max]`, else the default.
+    pub fn effective(&self, assignment: Option<u64>) -> u64 {
+        match assignment {
+            Some(t) => t.clamp(self.min, self.max),
+            None => self.default,
+        }
+    }
+}
+
+impl Default for CellTimeouts {
+    fn default() -> Self {
+        CellTimeouts {
+            min: 10,
+            default: 300,
+            max: 86_400,
+        }
+    }
+}
+
+/// Settings of the pipeline (the backend has its own).
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Root of repositories and work dirs (Grader Service's `grader_service_dir`).
+    pub service_dir: PathBuf,
+    /// Work dirs for inputs, relative to `service_dir`.
+    pub relative_input_path: String,
+    /// Work dirs for outputs, relative to `service_dir`.
+    pub relative_output_path: String,
+    pub timeouts: CellTimeouts,
+    /// Bound on one run of the grading tool.
+    pub max_grading_time: Duration,
+    /// Most bytes of logs kept in an outcome.
+    pub log_cap_bytes: usize,
+    /// Keep the work dirs after the job, for debugging.
+    pub keep_workdirs: bool,
+}
+
+impl ExecutorConfig {
+    /// Defaults of the reference under `service_dir`.
+    pub fn new(service_dir: impl Into<PathBuf>) -> Self {
+        ExecutorConfig {
+            service_dir: service_dir.into(),
+            relative_input_path: "convert_in".into(),
+            relative_output_path: "convert_out".into(),
+            timeouts: CellTimeouts::default(),
+            max_grading_time: Duration::from_secs(3600),
+            log_cap_bytes: 1 << 20,
+            keep_workdirs: false,
+        }
+    }
+}
+
+/// One submission to grade, with the gradebooks it needs.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub lecture: Lecture,
+    pub assignment: Assignment,
+    pub submission: Submission,
+    /// The assignment's gradebook (from `generate_assignment`).
+    pub gradebook: Gradebook,
+    /// The submission's gradebook from earlier grading: the source of manual grades to carry
+    /// over, and the input of feedback generation.
+    pub submission_gradebook: Option<Gradebook>,
+}
+
+/// A job that cannot be run as given; refused before anything touches the disk.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    UnsafePath(#[from] UnsafePath),
+    #[error("refusing submission.commit_hash {0:?}: not a git commit id (4 to 64 hex digits)")]
+    CommitHash(String),
+    #[error("submission.score_scaling {0} is not a finite number")]
+    ScoreScaling(f64),
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// The outcome status: an auto status for autograding, a feedback status for feedback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Status {
+    Auto(AutoStatus),
+    Feedback(FeedbackStatus),
+}
+
+impl Status {
+    /// True for `automatically_graded` and `generated`.
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            Status::Auto(AutoStatus::AutomaticallyGraded)
+                | Status::Feedback(FeedbackStatus::Generated)
+        )
+    }
+}
+
+/// Milliseconds spent in each step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub prepare_ms: f64,
+    pub fetch_ms: f64,
+    pub gradebook_ms: f64,
+    pub grading_ms: f64,
+    pub commit_ms: f64,
+    pub score_ms: f64,
+    pub cleanup_ms: f64,
+}
+
+/// What became of one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub submission_id: u64,
+    pub kind: JobKind,
+    pub status: Status,
+    /// Total of the gradebook after grading.
+    pub grading_score: Option<f64>,
+    /// `grading_score * score_scaling`.
+    pub score: Option<f64>,
+    pub max_score: Option<f64>,
+    /// The backend that ran the tool.
+    pub backend: String,
+    pub duration_ms: u64,
+    pub timings: Timings,
+    /// The branch results were committed to, and the commit.
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    /// Why the job failed, when it did.
+    pub error: Option<String>,
+    /// The tool's output and the pipeline's notes, NUL-free and capped.
+    pub logs: String,
+    /// The gradebook after grading (autograde) or the one feedback was made from.
+    pub gradebook: Option<serde_json::Value>,
+}
+
+/// The pipeline, over the git, backend and clock seams.
+pub struct Executor {
+    config: ExecutorConfig,
+    git: Arc<dyn Git>,
+    backend: Arc<dyn GradingBackend>,
+    clock: Arc<dyn Clock>,
+}
+
+struct Failed(String);
+
+impl<E: std::fmt::Display> From<E> for Failed {
+    fn from(e: E) -> Self {
+        Failed(e.to_string())
+    }
+}
+
+struct Run<'a> {
+    clock: &'a dyn Clock,
+    mark: Instant,
+    timings: Timings,
+    logs: LogBuffer,
+    branch: Option<String>,
+    commit: Option<String>,
+    gradebook: Option<Gradebook>,
+}
+
+impl Run<'_> {
+    /// Milliseconds since the previous lap.
+    fn lap(&mut self) -> f64 {
+        let now = self.clock.now();
+        let ms = now.saturating_duration_since(self.mark).as_secs_f64() * 1000.0;
+        self.mark = now;
+        ms
+    }
+}
+
+impl Executor {
+    /// A pipeline with the real clock.
+    pub fn new(
+        config: ExecutorConfig,
+        git: Arc<dyn Git>,
+        backend: Arc<dyn GradingBackend>,
+    ) -> Self {
+        Self::with_clock(config, git, backend, Arc::new(SystemClock))
+    }
+
+    /// A pipeline with the given clock.
+    pub fn with_clock(
+        config: ExecutorConfig,
+        git: Arc<dyn Git>,
+        backend: Arc<dyn GradingBackend>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Executor {
+            config,
+            git,
+            backend,
+            clock,
+        }
+    }
+
+    /// The pipeline's settings.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// The backend's name.
+    pub fn backend_name(&self) -> &str {
+        self.backend.name()
+    }
+
+    /// Checks a job without touching the disk and returns its paths.
+    pub fn check(&self, job: &Job, kind: JobKind) -> Result<JobPaths, JobError> {
+        let prefix = match kind {
+            JobKind::Autograde => "submission",
+            JobKind::Feedback => "feedback",
+        };
+        let paths = JobPaths::new(
+            &self.config.service_dir,
+            &self.config.relative_input_path,
+            &self.config.relative_output_path,
+            &job.lecture,
+            job.assignment.id,
+            &job.submission,
+            prefix,
+        )?;
+        if !is_commit_hash(&job.submission.commit_hash) {
+            return Err(JobError::CommitHash(job.submission.commit_hash.clone()));
+        }
+        if !job.submission.score_scaling.is_finite() {
+            return Err(JobError::ScoreScaling(job.submission.score_scaling));
+        }
+        if kind == JobKind::Feedback && job.submission_gradebook.is_none() {
+            return Err(JobError::Missing(
+                "feedback needs the submission's gradebook (submission.gradebook or \
+                 submission.gradebook_path)"
+                    .into(),
+            ));
+        }
+        if kind == JobKind::Autograde
+            && job.submission.manual_status != ManualStatus::NotGraded
+            && job.submission_gradebook.is_none()
+        {
+            return Err(JobError::Missing(format!(
+                "submission.manual_status is {:?}: the job must carry the submission's gradebook \
+                 (submission.gradebook or submission.gradebook_path) so its manual grades are kept",
+                job.submission.manual_status
+            )));
+        }
+        Ok(paths)
+    }
+
+    /// Autogrades one submission.
+    pub async fn autograde(&self, job: &Job, cancel: CancellationToken) -> Outcome {
+        self.run(job, JobKind::Autograde, cancel).await
+    }
+
+    /// Generates feedback for one graded submission.
+    pub async fn generate_feedback(&self, job: &Job, cancel: CancellationToken) -> Outcome {
+        self.run(job, JobKind::Feedback, cancel).await
+    }
+
+    /// Runs the pipeline of `kind` for `job`.
+    pub async fn run(&self, job: &Job, kind: JobKind, cancel: CancellationToken) -> Outcome {
+        let start = self.clock.now();
+        let mut run = Run {
+            clock: self.clock.as_ref(),
+            mark: start,
+            timings: Timings::default(),
+            logs: LogBuffer::new(self.config.log_cap_bytes),
+            branch: None,
+            commit: None,
+            gradebook: None,
+        };
+        let span = tracing::info_span!("job", submission = job.submission.id, ?kind);
+        let _enter = span.enter();
+        tracing::info!(backend = self.backend.name(), "starting");
+
+        let result = match self.check(job, kind) {
+            Err(e) => Err(Failed(e.to_string())),
+            Ok(paths) => {
+                let result = self.steps(job, kind, &paths, &mut run, &cancel).await;
+                if !self.config.keep_workdirs {
+                    remove_dir(&paths.input_dir, &mut run.logs);
+                    remove_dir(&paths.output_dir, &mut run.logs);
+                }
+                run.timings.cleanup_ms = run.lap();
+                result
+            }
+        };
+
+        let duration_ms = self
+            .clock
+            .now()
+            .saturating_duration_since(start)
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX);
+        let (status, error) = match (&result, kind) {
+            (Ok(()), JobKind::Autograde) => (Status::Auto(AutoStatus::AutomaticallyGraded), None),
+            (Ok(()), JobKind::Feedback) => (Status::Feedback(FeedbackStatus::Generated), None),
+            (Err(Failed(e)), JobKind::Autograde) => {
+                (Status::Auto(AutoStatus::GradingFailed), Some(e.clone()))
+            }
+            (Err(Failed(e)), JobKind::Feedback) => (
+                Status::Feedback(FeedbackStatus::GenerationFailed),
+                Some(e.clone()),
+            ),
+        };
+        if let Some(e) = &error {
+            run.logs.push_line(&format!("grader: job failed: {e}"));
+            tracing::warn!(error = %e, duration_ms, "failed");
+        } else {
+            tracing::info!(duration_ms, "done");
+        }
+        let scores = match (&run.gradebook, kind, error.is_none()) {
+            (Some(gb), JobKind::Autograde, true) => {
+                let grading = gb.score();
+                Some((
+                    grading,
+                    grading * job.submission.score_scaling,
+                    gb.max_score(),
+                ))
+            }
+            _ => None,
+        };
+        Outcome {
+            submission_id: job.submission.id,
+            kind,
+            status,
+            grading_score: scores.map(|s| s.0),
+            score: scores.map(|s| s.1),
+            max_score: scores.map(|s| s.2),
+            backend: self.backend.name().to_string(),
+            duration_ms,
+            timings: run.timings,
+            branch: run.branch,
+            commit: run.commit,
+            error,
+            logs: run.logs.into_string(),
+            gradebook: run.gradebook.map(|g| g.to_value()),
+        }
+    }
+
+    async fn steps(
+        &self,
+        job: &Job,
+        kind: JobKind,
+        paths: &JobPaths,
+        run: &mut Run<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failed> {
+        let sub = &job.submission;
+        for dir in [&paths.input_dir, &paths.output_dir] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| format!("could not clean {}: {e}", dir.display()))?;
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        }
+        run.timings.prepare_ms = run.lap();
+        stop_if_cancelled(cancel)?;
+
+        let (repo, rev) = input_source(kind, sub, paths);
+        let stats = self
+            .git
+            .export(&repo, &rev, &paths.input_dir)
+            .await
+            .map_err(|e| format!("could not fetch the submission: {e}"))?;
+        for skipped in &stats.skipped {
+            run.logs.push_line(&format!(
+                "grader: skipped {skipped:?} in the submission (not a plain file)"
+            ));
+        }
+        run.timings.fetch_ms = run.lap();
+        stop_if_cancelled(cancel)?;
+
+        let gradebook = match kind {
+            JobKind::Autograde => {
+                let mut gb = job.gradebook.clone();
+                if sub.manual_status != ManualStatus::NotGraded {
+                    if let Some(graded) = &job.submission_gradebook {
+                        gb.carry_over_manual_grades(graded);
+                    }
+                }
+                gb
+            }
+            JobKind::Feedback => job
+                .submission_gradebook
+                .clone()
+                .ok_or_else(|| "feedback needs the submission's gradebook".to_string())?,
+        };
+        let gradebook_path = paths.output_dir.join(GRADEBOOK_FILE);
+        std::fs::write(&gradebook_path, gradebook.to_vec_pretty())
+            .map_err(|e| format!("could not write {}: {e}", gradebook_path.display()))?;
+        run.timings.gradebook_ms = run.lap();
+        stop_if_cancelled(cancel)?;
+
+        let task = GradingTask {
+            kind,
+            lecture: job.lecture.clone(),
+            assignment: job.assignment.clone(),
+            submission: sub.clone(),
+            input_dir: paths.input_dir.clone(),
+            output_dir: paths.output_dir.clone(),
+            relative_input_dir: paths.relative_input_dir.clone(),
+            relative_output_dir: paths.relative_output_dir.clone(),
+            cell_timeout: self
+                .config
+                .timeouts
+                .effective(job.assignment.settings.cell_timeout),
+            max_grading_time: self.config.max_grading_time,
+        };
+        let graded = self.backend.run(&task, cancel.clone()).await;
+        run.timings.grading_ms = run.lap();
+        match graded {
+            Ok(out) => run.logs.push(out.logs.as_bytes()),
+            Err(BackendFailure { reason, logs }) => {
+                run.logs.push(logs.as_bytes());
+                return Err(Failed(reason));
+            }
+        }
+        stop_if_cancelled(cancel)?;
+
+        let (patterns, out_repo, branch) = match kind {
+            JobKind::Autograde => (
+                whitelist_patterns(&job.gradebook, &job.assignment.settings.allowed_files),
+                paths.repo(RepoType::Autograde),
+                format!("submission_{}", sub.commit_hash),
+            ),
+            JobKind::Feedback => (
+                vec!["*.html".to_string()],
+                paths.repo(RepoType::Feedback),
+                format!("feedback_{}", sub.commit_hash),
+            ),
+        };
+        let files = whitelisted_files(&paths.output_dir, &patterns)?;
+        let commit = self
+            .git
+            .commit_files(
+                &paths.output_dir,
+                &files,
+                &out_repo,
+                &branch,
+                &sub.commit_hash,
+            )
+            .await
+            .map_err(|e| format!("could not commit the results: {e}"))?;
+        run.branch = Some(branch);
+        run.commit = Some(commit);
+        run.timings.commit_ms = run.lap();
+
+        match kind {
+            JobKind::Autograde => {
+                let bytes = std::fs::read(&gradebook_path).map_err(|e| {
+                    format!(
+                        "could not read {} after grading: {e}",
+                        gradebook_path.display()
+                    )
+                })?;
+                let gb = Gradebook::from_slice(&bytes).map_err(|e| {
+                    format!(
+                        "{} after grading is not a valid gradebook: {e}",
+                        gradebook_path.display()
+                    )
+                })?;
+                run.gradebook = Some(gb);
+            }
+            JobKind::Feedback => run.gradebook = Some(gradebook),
+        }
+        run.timings.score_ms = run.lap();
+        Ok(())
+    }
+}
+
+/// Where the pipeline of `kind` reads the submission from: repository and revision.
+fn input_source(kind: JobKind, sub: &Submission, paths: &JobPaths) -> (PathBuf, String) {
+    match kind {
+        JobKind::Autograde if sub.edited => (paths.repo(RepoType::Edit), "main".into()),
+        JobKind::Autograde => (paths.repo(RepoType::User), sub.commit_hash.clone()),
+        JobKind::Feedback => {
+            let not_autograded = matches!(
+                sub.auto_status,
+                AutoStatus::NotGraded | AutoStatus::GradingFailed
+            );
+            if not_autograded && sub.manual_status == ManualStatus::ManuallyGraded {
+                (paths.repo(RepoType::User), sub.commit_hash.clone())
+            } else {
+                (
+                    paths.repo(RepoType::Autograde),
+                    format!("submission_{}", sub.commit_hash),
+                )
+            }
+        }
+    }
+}
+
+fn stop_if_cancelled(cancel: &CancellationToken) -> Result<(), Failed> {
+    if cancel.is_cancelled() {
+        Err(Failed("cancelled".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn remove_dir(dir: &Path, logs: &mut LogBuffer) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => logs.push_line(&format!("grader: could not remove {}: {e}", dir.display())),
+    }
+}
+
+/// Files under `dir` (relative, `/`-separated) matching any of `patterns` with Python
+/// `fnmatch` semantics (`*` also matches `/`), never `.git` contents or the top-level
+/// `gradebook.json`, sorted.
+pub fn whitelisted_files(dir: &Path, patterns: &[String]) -> Result<Vec<String>, String> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(false)
+            .backslash_escape(false)
+            .build()
+            .map_err(|e| format!("invalid file pattern {p:?} in the whitelist: {e}"))?;
+        builder.add(glob);
+    }
+    let set = builder
+        .build()
+        .map_err(|e| format!("invalid file patterns in the whitelist: {e}"))?;
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git");
+    for entry in walker {
+        let entry = entry.map_err(|e| format!("could not list {}: {e}", dir.display()))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(dir) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        if rel == GRADEBOOK_FILE {
+            continue;
+        }
+        if set.is_match(&rel) {
+            files.push(rel);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;

@@ -1,0 +1,586 @@
+//! Every branch of the pipeline, with git, the backend and the clock mocked.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use grader_model::gradebook::Gradebook;
+use grader_model::{Assignment, AssignmentSettings, Lecture, Submission};
+use mockall::predicate::*;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::backend::{BackendOutput, MockGradingBackend};
+use crate::clock::MockClock;
+use crate::git::{ExportStats, GitError, MockGit};
+
+const COMMIT: &str = "0f3c9a";
+
+fn release_gradebook() -> Gradebook {
+    Gradebook::from_value(json!({
+        "notebooks": {
+            "hw1": {
+                "name": "hw1",
+                "grade_cells_dict": {
+                    "q1": {"name": "q1", "max_score": 2.0, "cell_type": "code", "_type": "GradeCell"},
+                    "q2": {"name": "q2", "max_score": 3.0, "cell_type": "code", "_type": "GradeCell"}
+                },
+                "solution_cells_dict": {}, "task_cells_dict": {}, "source_cells_dict": {},
+                "grades_dict": {}, "comments_dict": {}
+            }
+        },
+        "extra_files": ["notes/*.txt"]
+    }))
+    .expect("test gradebook")
+}
+
+/// The gradebook as the grading tool leaves it: `q1` right, `q2` wrong.
+fn graded_gradebook_json(q1: f64) -> serde_json::Value {
+    json!({
+        "notebooks": {
+            "hw1": {
+                "name": "hw1",
+                "grade_cells_dict": {
+                    "q1": {"name": "q1", "max_score": 2.0, "cell_type": "code", "_type": "GradeCell"},
+                    "q2": {"name": "q2", "max_score": 3.0, "cell_type": "code", "_type": "GradeCell"}
+                },
+                "solution_cells_dict": {}, "task_cells_dict": {}, "source_cells_dict": {},
+                "grades_dict": {
+                    "q1": {"name": "q1", "auto_score": q1, "manual_score": null, "extra_credit": null,
+                           "max_score_gradecell": 2.0, "max_score_taskcell": null},
+                    "q2": {"name": "q2", "auto_score": 0.0, "manual_score": null, "extra_credit": null,
+                           "max_score_gradecell": 3.0, "max_score_taskcell": null}
+                },
+                "comments_dict": {}
+            }
+        },
+        "extra_files": ["notes/*.txt"]
+    })
+}
+
+fn job(service: &Path) -> (ExecutorConfig, Job) {
+    let config = ExecutorConfig::new(service);
+    let job = Job {
+        lecture: Lecture {
+            code: "cs101".into(),
+            extra: Default::default(),
+        },
+        assignment: Assignment {
+            id: 3,
+            name: "hw1".into(),
+            settings: AssignmentSettings {
+                cell_timeout: Some(5),
+                allowed_files: vec!["*.csv".into()],
+                ..Default::default()
+            },
+        },
+        submission: Submission {
+            id: 42,
+            commit_hash: COMMIT.into(),
+            username: "alice".into(),
+            edited: false,
+            auto_status: Default::default(),
+            manual_status: Default::default(),
+            feedback_status: Default::default(),
+            score_scaling: 0.5,
+        },
+        gradebook: release_gradebook(),
+        submission_gradebook: None,
+    };
+    (config, job)
+}
+
+/// A backend that writes the files a grading run would write and checks what it was given.
+fn grading_backend(q1: f64, seen: Arc<Mutex<Option<GradingTask>>>) -> MockGradingBackend {
+    let mut b = MockGradingBackend::new();
+    b.expect_name().return_const("mock".to_string());
+    b.expect_run().times(1).returning(move |task, _| {
+        let out = &task.output_dir;
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("gradebook.json")).unwrap()).unwrap();
+        let mut graded = graded_gradebook_json(q1);
+        // Keep whatever the pipeline put in (carried-over grades) unless the tool re-scored it.
+        if let Some(grades) = written["notebooks"]["hw1"]["grades_dict"].as_object() {
+            for (k, v) in grades {
+                if v["manual_score"].is_number() {
+                    graded["notebooks"]["hw1"]["grades_dict"][k]["manual_score"] =
+                        v["manual_score"].clone();
+                }
+            }
+        }
+        std::fs::write(out.join("gradebook.json"), graded.to_string()).unwrap();
+        std::fs::write(out.join("hw1.ipynb"), "{}").unwrap();
+        std::fs::write(out.join("data.csv"), "a,b").unwrap();
+        std::fs::create_dir_all(out.join("notes")).unwrap();
+        std::fs::write(out.join("notes/n.txt"), "x").unwrap();
+        std::fs::write(out.join("secret.py"), "x").unwrap();
+        std::fs::write(out.join("hw1.html"), "<html/>").unwrap();
+        *seen.lock().unwrap() = Some(task.clone());
+        Ok(BackendOutput {
+            logs: "graded\0 ok".into(),
+        })
+    });
+    b
+}
+
+fn exporting_git(expect_repo: &'static str, expect_rev: &'static str) -> MockGit {
+    let mut g = MockGit::new();
+    g.expect_export()
+        .times(1)
+        .returning(move |repo, rev, dest| {
+            assert!(repo.ends_with(expect_repo), "export from {repo:?}");
+            assert_eq!(rev, expect_rev);
+            std::fs::write(dest.join("hw1.ipynb"), "{}").unwrap();
+            Ok(ExportStats {
+                files: 1,
+                skipped: vec!["link.csv".into()],
+            })
+        });
+    g
+}
+
+fn committed(
+    g: &mut MockGit,
+    files: Arc<Mutex<Vec<String>>>,
+    repo: &'static str,
+    branch: &'static str,
+) {
+    g.expect_commit_files()
+        .times(1)
+        .returning(move |workdir, f, r, b, msg| {
+            assert!(
+                workdir.ends_with("convert_out/submission_42")
+                    || workdir.ends_with("convert_out/feedback_42")
+            );
+            assert!(r.ends_with(repo), "commit to {r:?}");
+            assert_eq!(b, branch);
+            assert_eq!(msg, COMMIT);
+            *files.lock().unwrap() = f.to_vec();
+            Ok("c0ffee".into())
+        });
+}
+
+#[tokio::test]
+async fn autograde_scores_commits_whitelist_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let seen = Arc::new(Mutex::new(None));
+    let files = Arc::new(Mutex::new(vec![]));
+    let mut git = exporting_git("git/cs101/3/user/alice", COMMIT);
+    committed(
+        &mut git,
+        files.clone(),
+        "git/cs101/3/autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, seen.clone())),
+    );
+
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+
+    assert_eq!(
+        out.status,
+        Status::Auto(AutoStatus::AutomaticallyGraded),
+        "{out:?}"
+    );
+    assert_eq!(out.grading_score, Some(2.0));
+    assert_eq!(out.score, Some(1.0), "score scaling 0.5 applies");
+    assert_eq!(out.max_score, Some(5.0));
+    assert_eq!(out.backend, "mock");
+    assert_eq!(out.branch.as_deref(), Some("submission_0f3c9a"));
+    assert_eq!(out.commit.as_deref(), Some("c0ffee"));
+    assert!(
+        out.logs.contains("graded ok"),
+        "NUL removed: {:?}",
+        out.logs
+    );
+    assert!(out.logs.contains("skipped \"link.csv\""));
+    assert_eq!(
+        *files.lock().unwrap(),
+        vec!["data.csv", "hw1.ipynb", "notes/n.txt"],
+        "ipynb + gradebook extra_files + allowed_files; never gradebook.json"
+    );
+    let task = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(task.cell_timeout, 10, "assignment's 5 s clamped to min 10");
+    assert_eq!(task.relative_input_dir, "convert_in/submission_42");
+    assert!(!dir.path().join("convert_in/submission_42").exists());
+    assert!(!dir.path().join("convert_out/submission_42").exists());
+}
+
+#[tokio::test]
+async fn edited_submissions_are_fetched_from_the_edit_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut job) = job(dir.path());
+    job.submission.edited = true;
+    let mut git = exporting_git("git/cs101/3/edit/42", "main");
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, Arc::default())),
+    );
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert!(out.status.is_success(), "{out:?}");
+}
+
+#[tokio::test]
+async fn manual_grades_are_carried_over_into_the_written_gradebook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut job) = job(dir.path());
+    job.submission.manual_status = ManualStatus::ManuallyGraded;
+    let mut manual = graded_gradebook_json(0.0);
+    manual["notebooks"]["hw1"]["grades_dict"]["q2"]["manual_score"] = json!(2.5);
+    manual["notebooks"]["hw1"]["comments_dict"] = json!({"q2": {"manual_comment": "close"}});
+    job.submission_gradebook = Some(Gradebook::from_value(manual).unwrap());
+    let mut git = exporting_git("user/alice", COMMIT);
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    backend.expect_run().times(1).returning(|task, _| {
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(task.output_dir.join("gradebook.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            written["notebooks"]["hw1"]["grades_dict"]["q2"]["manual_score"],
+            2.5
+        );
+        assert_eq!(
+            written["notebooks"]["hw1"]["comments_dict"]["q2"]["manual_comment"],
+            "close"
+        );
+        let mut graded = written.clone();
+        graded["notebooks"]["hw1"]["grades_dict"]["q1"] =
+            json!({"auto_score": 2.0, "manual_score": null, "extra_credit": null});
+        std::fs::write(task.output_dir.join("gradebook.json"), graded.to_string()).unwrap();
+        Ok(BackendOutput::default())
+    });
+    let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.grading_score, Some(4.5), "{out:?}");
+}
+
+#[tokio::test]
+async fn manually_graded_job_without_its_gradebook_is_refused_before_any_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut job) = job(dir.path());
+    job.submission.manual_status = ManualStatus::ManuallyGraded;
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    let exec = Executor::new(config, Arc::new(MockGit::new()), Arc::new(backend));
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+    assert!(out.error.unwrap().contains("manual grades are kept"));
+}
+
+#[tokio::test]
+async fn hostile_usernames_and_commit_hashes_touch_nothing() {
+    for (username, commit, needle) in [
+        ("../bob", COMMIT, "submission.username"),
+        ("alice", "--output=/tmp/x", "submission.commit_hash"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut job) = job(dir.path());
+        job.submission.username = username.into();
+        job.submission.commit_hash = commit.into();
+        let mut backend = MockGradingBackend::new();
+        backend.expect_name().return_const("mock".to_string());
+        let exec = Executor::new(config, Arc::new(MockGit::new()), Arc::new(backend));
+        let out = exec.autograde(&job, CancellationToken::new()).await;
+        assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+        assert!(out.error.as_deref().unwrap().contains(needle), "{out:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing created"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fetch_fails_the_job_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let mut git = MockGit::new();
+    git.expect_export().times(1).returning(|repo, _, _| {
+        Err(GitError::MissingRepo {
+            path: repo.to_path_buf(),
+        })
+    });
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+    let err = out.error.unwrap();
+    assert!(
+        err.contains("could not fetch the submission") && err.contains("user/alice"),
+        "{err}"
+    );
+    assert!(out.logs.contains(&err));
+    assert!(!dir.path().join("convert_in/submission_42").exists());
+}
+
+#[tokio::test]
+async fn a_failed_grading_run_keeps_its_logs_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let git = exporting_git("user/alice", COMMIT);
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    backend.expect_run().times(1).returning(|_, _| {
+        Err(BackendFailure {
+            reason: "grading tool exited with 1".into(),
+            logs: "Traceback: boom".into(),
+        })
+    });
+    let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+    assert!(out.logs.contains("Traceback: boom"));
+    assert!(out.logs.contains("grading tool exited with 1"));
+    assert_eq!(out.score, None);
+    assert_eq!(out.branch, None);
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let mut git = exporting_git("user/alice", COMMIT);
+    git.expect_commit_files()
+        .times(1)
+        .returning(|_, _, _, _, _| {
+            Err(GitError::Failed {
+                command: "git update-ref".into(),
+                status: "exit status: 128".into(),
+                stderr: "locked".into(),
+            })
+        });
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, Arc::default())),
+    );
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+    assert!(out.error.unwrap().contains("could not commit the results"));
+}
+
+#[tokio::test]
+async fn an_unreadable_gradebook_after_grading_fails_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let mut git = exporting_git("user/alice", COMMIT);
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    backend.expect_run().times(1).returning(|task, _| {
+        std::fs::write(task.output_dir.join("gradebook.json"), "{not json").unwrap();
+        Ok(BackendOutput::default())
+    });
+    let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+    assert!(out.error.unwrap().contains("not a valid gradebook"));
+}
+
+#[tokio::test]
+async fn a_cancelled_job_stops_before_grading() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let git = MockGit::new();
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
+    let out = exec.autograde(&job, cancel).await;
+    assert_eq!(out.error.as_deref(), Some("cancelled"));
+}
+
+#[tokio::test]
+async fn keep_workdirs_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, job) = job(dir.path());
+    config.keep_workdirs = true;
+    let mut git = exporting_git("user/alice", COMMIT);
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, Arc::default())),
+    );
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert!(out.status.is_success());
+    assert!(
+        dir.path()
+            .join("convert_out/submission_42/gradebook.json")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn feedback_reads_the_autograde_branch_and_commits_only_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut job) = job(dir.path());
+    job.submission.auto_status = AutoStatus::AutomaticallyGraded;
+    job.submission_gradebook = Some(Gradebook::from_value(graded_gradebook_json(2.0)).unwrap());
+    let files = Arc::new(Mutex::new(vec![]));
+    let mut git = exporting_git("git/cs101/3/autograde/user/alice", "submission_0f3c9a");
+    committed(
+        &mut git,
+        files.clone(),
+        "git/cs101/3/feedback/user/alice",
+        "feedback_0f3c9a",
+    );
+    let seen = Arc::new(Mutex::new(None));
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, seen.clone())),
+    );
+    let out = exec.generate_feedback(&job, CancellationToken::new()).await;
+    assert_eq!(
+        out.status,
+        Status::Feedback(FeedbackStatus::Generated),
+        "{out:?}"
+    );
+    assert_eq!(*files.lock().unwrap(), vec!["hw1.html"]);
+    let task = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(task.kind, JobKind::Feedback);
+    assert!(task.output_dir.ends_with("convert_out/feedback_42"));
+    assert_eq!(
+        task.tool_args("IN", "OUT", false),
+        vec![
+            "generate_feedback",
+            "-i",
+            "IN",
+            "-o",
+            "OUT",
+            "-p",
+            "*.ipynb"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn feedback_after_failed_autograding_but_manual_grading_reads_the_user_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut job) = job(dir.path());
+    job.submission.auto_status = AutoStatus::GradingFailed;
+    job.submission.manual_status = ManualStatus::ManuallyGraded;
+    job.submission_gradebook = Some(release_gradebook());
+    let mut git = exporting_git("git/cs101/3/user/alice", COMMIT);
+    committed(
+        &mut git,
+        Arc::default(),
+        "feedback/user/alice",
+        "feedback_0f3c9a",
+    );
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, Arc::default())),
+    );
+    let out = exec.generate_feedback(&job, CancellationToken::new()).await;
+    assert!(out.status.is_success(), "{out:?}");
+}
+
+#[tokio::test]
+async fn timings_come_from_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let mut git = exporting_git("user/alice", COMMIT);
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let base = Instant::now();
+    let ticks = Arc::new(Mutex::new(0u64));
+    let mut clock = MockClock::new();
+    clock.expect_now().returning(move || {
+        let mut t = ticks.lock().unwrap();
+        *t += 1;
+        base + Duration::from_millis(*t * 10)
+    });
+    let exec = Executor::with_clock(
+        config,
+        Arc::new(git),
+        Arc::new(grading_backend(2.0, Arc::default())),
+        Arc::new(clock),
+    );
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.timings.fetch_ms, 10.0);
+    assert_eq!(out.timings.grading_ms, 10.0);
+    assert_eq!(out.duration_ms, 80, "start + 7 laps + end");
+}
+
+#[test]
+fn cell_timeouts_are_validated_and_clamped() {
+    assert!(CellTimeouts::new(0, 1, 2).is_err());
+    assert!(CellTimeouts::new(10, 10, 20).is_err());
+    assert!(CellTimeouts::new(10, 30, 20).is_err());
+    let t = CellTimeouts::new(10, 300, 1000).unwrap();
+    assert_eq!(t.effective(None), 300);
+    assert_eq!(t.effective(Some(5)), 10);
+    assert_eq!(t.effective(Some(50)), 50);
+    assert_eq!(t.effective(Some(5000)), 1000);
+    assert!(
+        CellTimeouts::new(10, 5, 20)
+            .unwrap_err()
+            .to_string()
+            .contains("default_cell_timeout = 5")
+    );
+}
+
+#[test]
+fn whitelist_uses_fnmatch_semantics_and_skips_git_and_gradebook() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("sub/.git")).unwrap();
+    std::fs::create_dir_all(d.join(".git")).unwrap();
+    for f in [
+        "a.ipynb",
+        "sub/b.ipynb",
+        "gradebook.json",
+        "sub/gradebook.json",
+        ".git/x.ipynb",
+        "sub/.git/y.ipynb",
+        "c.py",
+    ] {
+        std::fs::write(d.join(f), "").unwrap();
+    }
+    let files = whitelisted_files(d, &["*.ipynb".into(), "*.json".into()]).unwrap();
+    assert_eq!(files, vec!["a.ipynb", "sub/b.ipynb", "sub/gradebook.json"]);
+    assert!(
+        whitelisted_files(d, &["[".into()])
+            .unwrap_err()
+            .contains("\"[\"")
+    );
+}
