@@ -431,10 +431,10 @@ impl Executor {
         let gradebook = match kind {
             JobKind::Autograde => {
                 let mut gb = job.gradebook.clone();
-                if sub.manual_status != ManualStatus::NotGraded {
-                    if let Some(graded) = &job.submission_gradebook {
-                        gb.carry_over_manual_grades(graded);
-                    }
+                if sub.manual_status != ManualStatus::NotGraded
+                    && let Some(graded) = &job.submission_gradebook
+                {
+                    gb.carry_over_manual_grades(graded);
                 }
                 gb
             }
