@@ -112,9 +112,10 @@ mod tests {
 
     #[test]
     fn settings_keep_unknown_fields_and_default_the_rest() {
-        let s: AssignmentSettings =
-            serde_json::from_str(r#"{"deadline":"2026-12-01T00:00:00Z","allowed_files":["*.csv"]}"#)
-                .unwrap();
+        let s: AssignmentSettings = serde_json::from_str(
+            r#"{"deadline":"2026-12-01T00:00:00Z","allowed_files":["*.csv"]}"#,
+        )
+        .unwrap();
         assert_eq!(s.allowed_files, vec!["*.csv"]);
         assert_eq!(s.autograde_type, AutogradeType::Auto);
         assert_eq!(s.cell_timeout, None);
@@ -124,12 +125,18 @@ mod tests {
 
     #[test]
     fn submission_defaults_and_status_names() {
-        let s: Submission =
-            serde_json::from_str(r#"{"id":4,"commit_hash":"abc","username":"bob","manual_status":"manually_graded"}"#)
-                .unwrap();
+        let s: Submission = serde_json::from_str(
+            r#"{"id":4,"commit_hash":"abc","username":"bob","manual_status":"manually_graded"}"#,
+        )
+        .unwrap();
         assert_eq!(s.score_scaling, 1.0);
         assert_eq!(s.manual_status, ManualStatus::ManuallyGraded);
         assert!(!s.edited);
-        assert!(serde_json::from_str::<Submission>(r#"{"id":4,"commit_hash":"a","username":"b","manual_status":"done"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Submission>(
+                r#"{"id":4,"commit_hash":"a","username":"b","manual_status":"done"}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -14,3 +14,10 @@ pub use domain::{
     Assignment, AssignmentSettings, AutoStatus, AutogradeType, FeedbackStatus, Lecture,
     ManualStatus, Submission,
 };
+pub use gradebook::{Gradebook, GradebookError, whitelist_patterns};
+pub use k8s::{
+    Changes, Field, FieldKind, K8sModel, ModelError, Override, get_k8s_model, update_k8s_model,
+};
+pub use pod::{Hardening, PodParams, make_pod};
+pub use pod_name::{is_dns1123_label, pod_name};
+pub use slug::{DEFAULT_HASH_LENGTH, DEFAULT_LIMIT, SlugError, hashed_slug, hashed_slug_default};
