@@ -45,8 +45,8 @@
 //!   cannot carry the case and punctuation of Kubernetes keys.
 //!
 //! A `GRADER_*` variable that names no key is an error naming it, except the
-//! variables the binary itself uses ([`RESERVED_ENV_VARS`]: `GRADER_LOG`,
-//! `GRADER_CACHE`, `GRADER_VENV`, `GRADER_CONFIG`) and those added with
+//! variables the binary and the project's scripts use ([`RESERVED_ENV_VARS`]:
+//! `GRADER_LOG`, `GRADER_CACHE`, `GRADER_VENV`, `GRADER_CONFIG`, ...) and those added with
 //! [`ConfigLoader::ignore_env_var`].
 //!
 //! # Example

@@ -21,12 +21,22 @@ pub const SYSTEM_CONFIG_FILE: &str = "/etc/grader/grader.toml";
 /// The local configuration file (relative to the working directory), read when
 /// it exists and no `--config` file is given.
 pub const LOCAL_CONFIG_FILE: &str = "grader.toml";
-/// `GRADER_*` variables that the `grader` binary itself reads and that are
-/// therefore not configuration keys: `GRADER_LOG` (log filter),
-/// `GRADER_CACHE` (cache directory), `GRADER_VENV` (virtual environment of the
-/// grading tool), `GRADER_CONFIG` (configuration file, like `--config`).
-pub const RESERVED_ENV_VARS: &[&str] =
-    &["GRADER_LOG", "GRADER_CACHE", "GRADER_VENV", "GRADER_CONFIG"];
+/// `GRADER_*` variables that the `grader` binary and the project's scripts
+/// read and that are therefore not configuration keys: `GRADER_LOG` (log
+/// filter), `GRADER_CACHE` (cache directory), `GRADER_VENV` (virtual
+/// environment of the grading tool), `GRADER_CONFIG` (configuration file, like
+/// `--config`), and the test and set-up scripts' `GRADER_CONVERT`,
+/// `GRADER_KUBE_APISERVER`, `GRADER_ETCD`, `GRADER_ETCD_FROM_SOURCE`.
+pub const RESERVED_ENV_VARS: &[&str] = &[
+    "GRADER_LOG",
+    "GRADER_CACHE",
+    "GRADER_VENV",
+    "GRADER_CONFIG",
+    "GRADER_CONVERT",
+    "GRADER_KUBE_APISERVER",
+    "GRADER_ETCD",
+    "GRADER_ETCD_FROM_SOURCE",
+];
 
 /// Values set on the command line, the highest layer. Each entry names the
 /// dotted key, the value and the flag it came from (for provenance and

@@ -1,0 +1,289 @@
+//! `grader batch`: many submissions at once, with progress, a summary and a clean Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use futures::StreamExt;
+use grader_local::job_file::parse_job;
+use grader_local::{Job, JobKind, Outcome};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{BatchArgs, Cli, Progress};
+use crate::wiring::{executor, interrupt_token, load_config, outcome_json};
+use crate::{Exit, Usage};
+
+/// Reads and checks every line of a JSONL job file; all problems are reported together.
+pub fn read_jobs(path: &Path) -> Result<Vec<Job>, Usage> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read job list {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut jobs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_job(line, base, &format!("{}:{}", path.display(), i + 1)) {
+            Ok(job) => jobs.push(job),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Usage(anyhow::anyhow!(
+            "{} bad job(s), nothing was graded:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )));
+    }
+    if jobs.is_empty() {
+        return Err(Usage(anyhow::anyhow!("{} holds no jobs", path.display())));
+    }
+    Ok(jobs)
+}
+
+/// The file an outcome is written to.
+fn outcome_path(results: &Path, kind: JobKind, submission_id: u64) -> PathBuf {
+    match kind {
+        JobKind::Autograde => results.join(format!("submission_{submission_id}.json")),
+        JobKind::Feedback => results.join(format!("feedback_{submission_id}.json")),
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub jobs: usize,
+    pub graded: usize,
+    pub failed: usize,
+    /// Not started or stopped by an interrupt; their outcomes are not written.
+    pub interrupted: usize,
+    /// Skipped because their outcome already existed (`--skip-existing`).
+    pub skipped: usize,
+    pub score_min: Option<f64>,
+    pub score_median: Option<f64>,
+    pub score_max: Option<f64>,
+    pub score_mean: Option<f64>,
+    pub wall_seconds: f64,
+    pub per_second: f64,
+    /// The slowest jobs: (submission id, milliseconds).
+    pub slowest: Vec<(u64, u64)>,
+    /// Failed jobs: submission id and reason.
+    pub failures: BTreeMap<u64, String>,
+}
+
+impl Summary {
+    fn finish(&mut self, outcomes: &[Outcome], wall: f64) {
+        let mut scores: Vec<f64> = outcomes.iter().filter_map(|o| o.score).collect();
+        scores.sort_by(f64::total_cmp);
+        if !scores.is_empty() {
+            self.score_min = scores.first().copied();
+            self.score_max = scores.last().copied();
+            self.score_median = Some(if scores.len() % 2 == 1 {
+                scores[scores.len() / 2]
+            } else {
+                (scores[scores.len() / 2 - 1] + scores[scores.len() / 2]) / 2.0
+            });
+            self.score_mean = Some(scores.iter().sum::<f64>() / scores.len() as f64);
+        }
+        let mut slow: Vec<(u64, u64)> = outcomes
+            .iter()
+            .map(|o| (o.submission_id, o.duration_ms))
+            .collect();
+        slow.sort_by(|a, b| b.1.cmp(&a.1));
+        slow.truncate(5);
+        self.slowest = slow;
+        self.wall_seconds = wall;
+        let done = (self.graded + self.failed) as f64;
+        self.per_second = if wall > 0.0 { done / wall } else { 0.0 };
+    }
+
+    fn render(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let mut s = format!(
+            "batch: {} jobs: {} graded, {} failed, {} interrupted, {} skipped in {:.1}s ({:.2}/s)\n\
+             scores: min {} / median {} / mean {} / max {}\n",
+            self.jobs,
+            self.graded,
+            self.failed,
+            self.interrupted,
+            self.skipped,
+            self.wall_seconds,
+            self.per_second,
+            f(self.score_min),
+            f(self.score_median),
+            f(self.score_mean),
+            f(self.score_max),
+        );
+        if !self.slowest.is_empty() {
+            let list: Vec<String> = self
+                .slowest
+                .iter()
+                .map(|(id, ms)| format!("#{id} {:.1}s", *ms as f64 / 1000.0))
+                .collect();
+            s.push_str(&format!("slowest: {}\n", list.join(", ")));
+        }
+        for (id, why) in self.failures.iter().take(10) {
+            s.push_str(&format!("failed #{id}: {why}\n"));
+        }
+        s
+    }
+}
+
+/// `grader batch`.
+pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
+    let loaded = load_config(cli, Some(&args.backend))?;
+    let kind = if args.feedback {
+        JobKind::Feedback
+    } else {
+        JobKind::Autograde
+    };
+    let mut jobs = read_jobs(&args.jobs)?;
+    let exec = Arc::new(executor(&loaded.config).await?);
+    let mut problems = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Err(e) = exec.check(job, kind) {
+            problems.push(format!(
+                "job {} (submission {}): {e}",
+                i + 1,
+                job.submission.id
+            ));
+        }
+        if let Some(first) = seen.insert(job.submission.id, i + 1) {
+            problems.push(format!(
+                "jobs {first} and {} both have submission id {} (they would share work dirs)",
+                i + 1,
+                job.submission.id
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Usage(anyhow::anyhow!(
+            "{} problem(s) in {}, nothing was graded:\n  {}",
+            problems.len(),
+            args.jobs.display(),
+            problems.join("\n  ")
+        )));
+    }
+    std::fs::create_dir_all(&args.results)
+        .with_context(|| format!("cannot create results dir {}", args.results.display()))?;
+
+    let mut summary = Summary {
+        jobs: jobs.len(),
+        ..Default::default()
+    };
+    if args.skip_existing {
+        let before = jobs.len();
+        jobs.retain(|j| !outcome_path(&args.results, kind, j.submission.id).exists());
+        summary.skipped = before - jobs.len();
+    }
+
+    let cancel = interrupt_token();
+    let bar = match args.progress {
+        Progress::Bar => true,
+        Progress::Auto => std::io::stderr().is_terminal(),
+        Progress::Lines | Progress::None => false,
+    };
+    let lines = matches!(args.progress, Progress::Lines)
+        || (matches!(args.progress, Progress::Auto) && !bar);
+    let pb = if bar {
+        let pb = ProgressBar::new(jobs.len() as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let total = jobs.len();
+    let started = Instant::now();
+    let mut finished: Vec<Outcome> = Vec::new();
+    let mut stream = futures::stream::iter(jobs.into_iter().map(|job| {
+        let exec = exec.clone();
+        let cancel = cancel.clone();
+        async move {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            let outcome = exec.run(&job, kind, cancel.clone()).await;
+            Some((job.submission.username.clone(), outcome))
+        }
+    }))
+    .buffer_unordered(args.concurrency as usize);
+
+    while let Some(result) = stream.next().await {
+        let Some((username, outcome)) = result else {
+            summary.interrupted += 1;
+            continue;
+        };
+        if cancel.is_cancelled() && !outcome.status.is_success() {
+            summary.interrupted += 1;
+            continue;
+        }
+        let path = outcome_path(&args.results, kind, outcome.submission_id);
+        write_atomically(&path, &(outcome_json(&outcome) + "\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if outcome.status.is_success() {
+            summary.graded += 1;
+        } else {
+            summary.failed += 1;
+            summary.failures.insert(
+                outcome.submission_id,
+                outcome.error.clone().unwrap_or_default(),
+            );
+        }
+        let line = format!(
+            "[{}/{}] submission {} ({}): {} {}in {:.1}s",
+            summary.graded + summary.failed,
+            total,
+            outcome.submission_id,
+            username,
+            serde_json::to_value(outcome.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            outcome
+                .score
+                .map_or(String::new(), |s| format!("score {s} ")),
+            outcome.duration_ms as f64 / 1000.0
+        );
+        if lines {
+            eprintln!("{line}");
+        }
+        pb.set_message(format!("{} failed", summary.failed));
+        pb.inc(1);
+        finished.push(outcome);
+    }
+    pb.finish_and_clear();
+    summary.finish(&finished, started.elapsed().as_secs_f64());
+    let summary_path = args.results.join("summary.json");
+    write_atomically(
+        &summary_path,
+        &(serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n"),
+    )
+    .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    eprint!("{}", summary.render());
+    eprintln!("outcomes in {}", args.results.display());
+    Ok(if cancel.is_cancelled() {
+        Exit::Interrupted
+    } else if summary.failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Graded
+    })
+}

@@ -1,0 +1,187 @@
+//! From configuration and job files to a running pipeline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use grader_config::{Backend, ConfigLoader, GraderConfig, Loaded, Overrides};
+use grader_local::job_file::load_job;
+use grader_local::{
+    CellTimeouts, Executor, ExecutorConfig, GradingBackend, JobKind, LocalBackend, Outcome,
+    ProcessGit,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BackendArgs, Cli, GcArgs, GradeArgs, PodArgs};
+use crate::{Exit, Usage};
+
+/// Loads the layered configuration with the command line as the top layer.
+pub fn load_config(cli: &Cli, backend: Option<&BackendArgs>) -> Result<Loaded, Usage> {
+    let mut overrides = Overrides::new();
+    for assignment in &cli.set {
+        overrides = overrides.set_assignment(assignment, "--set")?;
+    }
+    if let Some(b) = backend {
+        overrides = overrides
+            .set_opt("backend", b.backend.map(Backend::from), "--backend")
+            .set_opt("service_dir", b.service_dir.clone(), "--service-dir");
+        if b.keep_workdirs {
+            overrides = overrides.set("keep_workdirs", true, "--keep-workdirs");
+        }
+    }
+    let mut files = cli.config.clone();
+    if files.is_empty()
+        && let Some(path) = std::env::var_os("GRADER_CONFIG")
+    {
+        files.push(path.into());
+    }
+    let loaded = ConfigLoader::from_process()
+        .files(files)
+        .overrides(overrides)
+        .load()?;
+    Ok(loaded)
+}
+
+/// The pipeline settings of a configuration.
+pub fn executor_config(cfg: &GraderConfig) -> Result<ExecutorConfig, Usage> {
+    let path_str = |key: &str, p: &Path| -> Result<String, Usage> {
+        p.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| Usage(anyhow::anyhow!("{key} {p:?} is not valid UTF-8")))
+    };
+    Ok(ExecutorConfig {
+        service_dir: cfg.service_dir.clone(),
+        relative_input_path: path_str("relative_input_path", &cfg.relative_input_path)?,
+        relative_output_path: path_str("relative_output_path", &cfg.relative_output_path)?,
+        timeouts: CellTimeouts::new(
+            cfg.min_cell_timeout,
+            cfg.default_cell_timeout,
+            cfg.max_cell_timeout,
+        )?,
+        max_grading_time: Duration::from_secs(cfg.max_grading_time),
+        log_cap_bytes: usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX),
+        keep_workdirs: cfg.keep_workdirs,
+    })
+}
+
+/// The configured backend.
+pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
+    let log_cap = usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX);
+    match cfg.backend {
+        Backend::Local => Ok(Arc::new(LocalBackend::new(
+            cfg.convert_executable.to_string_lossy(),
+            log_cap,
+        ))),
+        Backend::Kube => crate::wiring::kube::backend(cfg).await,
+    }
+}
+
+/// The pipeline over the configured git and backend.
+pub async fn executor(cfg: &GraderConfig) -> Result<Executor, Usage> {
+    let config = executor_config(cfg)?;
+    if !config.service_dir.is_dir() {
+        return Err(Usage(anyhow::anyhow!(
+            "service_dir {} does not exist or is not a directory",
+            config.service_dir.display()
+        )));
+    }
+    let git = Arc::new(ProcessGit::new(cfg.git_executable.to_string_lossy()));
+    Ok(Executor::new(config, git, backend(cfg).await?))
+}
+
+/// A token cancelled by the first Ctrl-C (SIGINT) or SIGTERM.
+pub fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::warn!("interrupted: cleaning up running jobs (press Ctrl-C again to exit now)");
+        t.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("grader: interrupted twice, exiting without clean-up (run `grader gc` later)");
+        std::process::exit(130);
+    });
+    token
+}
+
+/// Serializes an outcome for people and programs.
+pub fn outcome_json(outcome: &Outcome) -> String {
+    serde_json::to_string_pretty(outcome).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// `grader autograde` and `grader feedback`.
+pub async fn grade_one(cli: &Cli, args: &GradeArgs, kind: JobKind) -> Result<Exit, Usage> {
+    let loaded = load_config(cli, Some(&args.backend))?;
+    let job = load_job(&args.job)?;
+    let exec = executor(&loaded.config).await?;
+    exec.check(&job, kind)
+        .with_context(|| format!("job file {}", args.job.display()))?;
+    let cancel = interrupt_token();
+    let outcome = exec.run(&job, kind, cancel.clone()).await;
+    let text = outcome_json(&outcome);
+    match &args.output {
+        Some(path) => std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the outcome to {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(if cancel.is_cancelled() {
+        Exit::Interrupted
+    } else if outcome.status.is_success() {
+        Exit::Graded
+    } else {
+        Exit::Failed
+    })
+}
+
+/// `grader pod`.
+pub async fn print_pod(cli: &Cli, args: &PodArgs) -> Result<Exit, Usage> {
+    let loaded = load_config(cli, None)?;
+    let job = load_job(&args.job)?;
+    let kind = if args.feedback {
+        JobKind::Feedback
+    } else {
+        JobKind::Autograde
+    };
+    let yaml = kube::pod_manifest(&loaded.config, &job, kind, args.namespace.as_deref())?;
+    print!("{yaml}");
+    Ok(Exit::Graded)
+}
+
+/// `grader gc`.
+pub async fn gc(cli: &Cli, args: &GcArgs) -> Result<Exit, Usage> {
+    let loaded = load_config(cli, None)?;
+    kube::gc(&loaded.config, args.stale_after).await
+}
+
+pub mod kube {
+    //! The Kubernetes side of the wiring.
+
+    use super::*;
+    use grader_local::Job;
+
+    /// The Kubernetes backend from the `[kube]` table.
+    pub async fn backend(_cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
+        Err(Usage(anyhow::anyhow!("the kube backend is not wired yet")))
+    }
+
+    /// The manifest of the pod a job would get, as YAML.
+    pub fn pod_manifest(
+        _cfg: &GraderConfig,
+        _job: &Job,
+        _kind: JobKind,
+        _namespace: Option<&str>,
+    ) -> Result<String, Usage> {
+        Err(Usage(anyhow::anyhow!("not wired yet")))
+    }
+
+    /// Deletes finished or stale grading pods.
+    pub async fn gc(_cfg: &GraderConfig, _stale_after: Option<u64>) -> Result<Exit, Usage> {
+        Err(Usage(anyhow::anyhow!("not wired yet")))
+    }
+}
