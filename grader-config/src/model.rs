@@ -252,7 +252,7 @@ pub struct KubeConfig {
     /// Namespace the grading pods run in; unset uses the context's namespace
     /// (in-cluster: the pod's own namespace). Must be a DNS-1123 label.
     pub namespace: Option<String>,
-    /// YAML/JSON file mapping lecture codes (or `lecture/assignment`) to
+    /// YAML/JSON file mapping lecture codes (or lecture code → assignment name) to
     /// images; lectures it does not name use `default_image_name`
     /// (reference: `kube_image_config_path`).
     pub image_config_path: Option<PathBuf>,

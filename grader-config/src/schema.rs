@@ -75,13 +75,13 @@ pub const KEYS: &[KeyInfo] = &[
     KeyInfo {
         key: "relative_input_path",
         ty: "relative path",
-        doc: "Directory inside a job's work directory where the submission is placed for the grading tool.",
+        doc: "Parent of the input work dirs, relative to `service_dir`: a submission is fetched into `{service_dir}/{relative_input_path}/submission_{id}`.",
         kind: Text,
     },
     KeyInfo {
         key: "relative_output_path",
         ty: "relative path",
-        doc: "Directory inside a job's work directory where the grading tool writes its results.",
+        doc: "Parent of the output work dirs, relative to `service_dir`: the grading tool writes to `{service_dir}/{relative_output_path}/submission_{id}`.",
         kind: Text,
     },
     KeyInfo {
@@ -153,7 +153,7 @@ pub const KEYS: &[KeyInfo] = &[
     KeyInfo {
         key: "kube.image_config_path",
         ty: "path, optional",
-        doc: "YAML/JSON file mapping lectures (or `lecture/assignment`) to images.",
+        doc: "YAML/JSON file mapping a lecture code to an image, or to a map from assignment name to image.",
         kind: Text,
     },
     KeyInfo {
@@ -249,7 +249,7 @@ pub const KEYS: &[KeyInfo] = &[
     KeyInfo {
         key: "kube.poll_interval",
         ty: "integer (seconds)",
-        doc: "Time between two looks at a running pod. Greater than 0.",
+        doc: "Polling interval used only while the shared pod watch is broken (pods are watched, not polled). Greater than 0.",
         kind: Scalar,
     },
     KeyInfo {
