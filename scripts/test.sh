@@ -20,7 +20,11 @@ fi
 
 if command -v go >/dev/null 2>&1; then
     if paths=$(bash e2e/control-plane/build.sh); then
-        eval "$(printf '%s\n' "$paths" | grep -E '^export GRADER_(KUBE_APISERVER|ETCD)=' || true)"
+        while IFS= read -r line; do
+            case "$line" in
+                GRADER_KUBE_APISERVER=* | GRADER_ETCD=*) export "${line?}" ;;
+            esac
+        done <<<"$paths"
         echo "test.sh: control plane: ${GRADER_KUBE_APISERVER:-?} ${GRADER_ETCD:-?}" >&2
     else
         echo "test.sh: WARNING: building the test control plane failed; Kubernetes e2e tests will skip (fail under CI)" >&2
