@@ -163,25 +163,132 @@ pub mod kube {
     //! The Kubernetes side of the wiring.
 
     use super::*;
-    use grader_local::Job;
+    use grader_kube::{ImageConfig, KubeBackend, KubePodApi, KubeSettings, Resources};
+    use grader_local::git::{ExportStats, GitError};
+    use grader_local::{Git, Job};
 
-    /// The Kubernetes backend from the `[kube]` table.
-    pub async fn backend(_cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
-        Err(Usage(anyhow::anyhow!("the kube backend is not wired yet")))
+    /// The `[kube]` table (and the two top-level keys the pod needs) as backend settings.
+    pub fn settings(cfg: &GraderConfig) -> KubeSettings {
+        let k = &cfg.kube;
+        let quantities = |m: &std::collections::BTreeMap<String, grader_config::Quantity>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+                .collect()
+        };
+        KubeSettings {
+            namespace: k.namespace.clone(),
+            context: k.context.clone(),
+            image_config_path: k.image_config_path.clone(),
+            default_image_name: k.default_image_name.as_str().to_string(),
+            volume: k.volume.clone(),
+            extra_volumes: k.extra_volumes.clone(),
+            extra_volume_mounts: k.extra_volume_mounts.clone(),
+            labels: k.labels.clone(),
+            annotations: k.annotations.clone(),
+            image_pull_policy: k.image_pull_policy.to_string(),
+            image_pull_secrets: k.image_pull_secrets.clone(),
+            tolerations: k.tolerations.clone(),
+            node_selector: k.node_selector.clone(),
+            uid: k.uid,
+            resources: Resources {
+                requests: quantities(&k.resources.requests),
+                limits: quantities(&k.resources.limits),
+            },
+            extra_pod_config: k.extra_pod_config.clone(),
+            extra_container_config: k.extra_container_config.clone(),
+            poll_interval: Duration::from_secs(k.poll_interval),
+            unschedulable_grace: Duration::from_secs(k.unschedulable_grace),
+            hardening: k.hardening,
+            convert_executable: cfg.convert_executable.to_string_lossy().into_owned(),
+            log_cap_bytes: usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX),
+        }
     }
 
-    /// The manifest of the pod a job would get, as YAML.
+    /// The Kubernetes backend, connected to the configured cluster.
+    pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
+        let settings = settings(cfg);
+        let images = ImageConfig::load(settings.image_config_path.as_deref())?;
+        let (client, namespace) =
+            grader_kube::connect(settings.context.as_deref(), settings.namespace.as_deref())
+                .await?;
+        tracing::info!(%namespace, "grading pods run in Kubernetes");
+        Ok(Arc::new(KubeBackend::new(
+            client, &namespace, settings, images,
+        )))
+    }
+
+    /// A git that is never called: `grader pod` only builds a task.
+    struct NoGit;
+
+    #[async_trait::async_trait]
+    impl Git for NoGit {
+        async fn export(&self, _: &Path, _: &str, _: &Path) -> Result<ExportStats, GitError> {
+            Err(GitError::Join("not available in a preview".into()))
+        }
+        async fn commit_files(
+            &self,
+            _: &Path,
+            _: &[String],
+            _: &Path,
+            _: &str,
+            _: &str,
+        ) -> Result<String, GitError> {
+            Err(GitError::Join("not available in a preview".into()))
+        }
+    }
+
+    /// The manifest (YAML) of the pod a job would get, built without a cluster.
     pub fn pod_manifest(
-        _cfg: &GraderConfig,
-        _job: &Job,
-        _kind: JobKind,
-        _namespace: Option<&str>,
+        cfg: &GraderConfig,
+        job: &Job,
+        kind: JobKind,
+        namespace: Option<&str>,
     ) -> Result<String, Usage> {
-        Err(Usage(anyhow::anyhow!("not wired yet")))
+        let settings = settings(cfg);
+        let images = ImageConfig::load(settings.image_config_path.as_deref())?;
+        let exec = Executor::new(
+            executor_config(cfg)?,
+            Arc::new(NoGit),
+            Arc::new(LocalBackend::new("unused", 64)),
+        );
+        let task = exec.task_for(job, kind)?;
+        let image = images.resolve(
+            &job.lecture.code,
+            job.assignment.id,
+            &job.assignment.name,
+            &settings.default_image_name,
+        );
+        let (mut pod, overrides) = grader_kube::build_pod(&settings, &task, &image)?;
+        for o in overrides {
+            tracing::warn!("{o}");
+        }
+        pod.metadata.namespace = Some(
+            namespace
+                .map(str::to_string)
+                .or(settings.namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+        );
+        Ok(serde_yaml::to_string(&pod)?)
     }
 
-    /// Deletes finished or stale grading pods.
-    pub async fn gc(_cfg: &GraderConfig, _stale_after: Option<u64>) -> Result<Exit, Usage> {
-        Err(Usage(anyhow::anyhow!("not wired yet")))
+    /// Deletes finished or stale grading pods and prints their names.
+    pub async fn gc(cfg: &GraderConfig, stale_after: Option<u64>) -> Result<Exit, Usage> {
+        let settings = settings(cfg);
+        let (client, namespace) =
+            grader_kube::connect(settings.context.as_deref(), settings.namespace.as_deref())
+                .await?;
+        let stale = stale_after
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(cfg.max_grading_time) + settings.unschedulable_grace);
+        let api = KubePodApi::new(client, &namespace);
+        let deleted = grader_kube::collect_garbage(&api, &namespace, stale).await?;
+        for name in &deleted {
+            println!("{name}");
+        }
+        eprintln!(
+            "grader gc: deleted {} grading pod(s) in namespace {namespace}",
+            deleted.len()
+        );
+        Ok(Exit::Graded)
     }
 }

@@ -375,3 +375,61 @@ fn ctrl_c_during_a_batch_stops_new_jobs_kills_running_ones_and_keeps_finished_ou
         "work dirs cleaned"
     );
 }
+
+#[test]
+fn pod_prints_the_manifest_without_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("g.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "service_dir = \"{}\"\nmax_grading_time = 600\n[kube]\nnamespace = \"grading\"\ndefault_image_name = \"registry.example.org/{{lecture}}:{{assignment_id}}\"\nnode_selector = {{ pool = \"grading\" }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"lecture": {"code": "cs101"}, "assignment": {"id": 3, "name": "hw1", "gradebook": {"notebooks": {}},
+            "settings": {"cell_timeout": 120, "allowed_files": ["*.csv"]}},
+            "submission": {"id": 42, "commit_hash": "0f3c9a", "username": "Alice.Smith"}}"#,
+    )
+    .unwrap();
+    let out = grader()
+        .arg("--config")
+        .arg(&config)
+        .args(["pod", "--job"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(pod["metadata"]["name"], "autograde-job-alice-smith-42");
+    assert_eq!(pod["metadata"]["namespace"], "grading");
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.example.org/cs101:3");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let input = format!("{}/convert_in/submission_42", dir.path().display());
+    assert_eq!(
+        args[..4],
+        ["grader-convert", "autograde", "-i", input.as_str()]
+    );
+    assert!(args.contains(&"--ExecutePreprocessor.timeout=120"));
+    assert_eq!(c["env"][0]["name"], "ASSIGNMENT_SETTINGS");
+    assert_eq!(c["volumeMounts"][0]["subPath"], "convert_in/submission_42");
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["spec"]["activeDeadlineSeconds"], 600);
+    assert_eq!(pod["spec"]["nodeSelector"]["pool"], "grading");
+}

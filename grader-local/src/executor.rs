@@ -302,6 +302,31 @@ impl Executor {
         Ok(paths)
     }
 
+    /// The backend's task for a job, checked as [`Executor::check`] does (for previews such
+    /// as `grader pod`; nothing touches the disk).
+    pub fn task_for(&self, job: &Job, kind: JobKind) -> Result<GradingTask, JobError> {
+        let paths = self.check(job, kind)?;
+        Ok(self.task(job, kind, &paths))
+    }
+
+    fn task(&self, job: &Job, kind: JobKind, paths: &JobPaths) -> GradingTask {
+        GradingTask {
+            kind,
+            lecture: job.lecture.clone(),
+            assignment: job.assignment.clone(),
+            submission: job.submission.clone(),
+            input_dir: paths.input_dir.clone(),
+            output_dir: paths.output_dir.clone(),
+            relative_input_dir: paths.relative_input_dir.clone(),
+            relative_output_dir: paths.relative_output_dir.clone(),
+            cell_timeout: self
+                .config
+                .timeouts
+                .effective(job.assignment.settings.cell_timeout),
+            max_grading_time: self.config.max_grading_time,
+        }
+    }
+
     /// Autogrades one submission.
     pub async fn autograde(&self, job: &Job, cancel: CancellationToken) -> Outcome {
         self.run(job, JobKind::Autograde, cancel).await
@@ -449,21 +474,7 @@ impl Executor {
         run.timings.gradebook_ms = run.lap();
         stop_if_cancelled(cancel)?;
 
-        let task = GradingTask {
-            kind,
-            lecture: job.lecture.clone(),
-            assignment: job.assignment.clone(),
-            submission: sub.clone(),
-            input_dir: paths.input_dir.clone(),
-            output_dir: paths.output_dir.clone(),
-            relative_input_dir: paths.relative_input_dir.clone(),
-            relative_output_dir: paths.relative_output_dir.clone(),
-            cell_timeout: self
-                .config
-                .timeouts
-                .effective(job.assignment.settings.cell_timeout),
-            max_grading_time: self.config.max_grading_time,
-        };
+        let task = self.task(job, kind, paths);
         let graded = self.backend.run(&task, cancel.clone()).await;
         run.timings.grading_ms = run.lap();
         match graded {
