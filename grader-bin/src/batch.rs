@@ -100,7 +100,7 @@ impl Summary {
             .iter()
             .map(|o| (o.submission_id, o.duration_ms))
             .collect();
-        slow.sort_by(|a, b| b.1.cmp(&a.1));
+        slow.sort_by_key(|s| std::cmp::Reverse(s.1));
         slow.truncate(5);
         self.slowest = slow;
         self.wall_seconds = wall;

@@ -290,14 +290,14 @@ fn slug_prints_the_slug_and_refuses_bad_parameters() {
 fn processes_in(dir: &Path) -> Vec<String> {
     let mut found = vec![];
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
-            if cwd.starts_with(dir) {
-                found.push(format!(
-                    "{} in {}",
-                    entry.file_name().to_string_lossy(),
-                    cwd.display()
-                ));
-            }
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd"))
+            && cwd.starts_with(dir)
+        {
+            found.push(format!(
+                "{} in {}",
+                entry.file_name().to_string_lossy(),
+                cwd.display()
+            ));
         }
     }
     found
