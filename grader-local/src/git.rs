@@ -104,33 +104,25 @@ impl ProcessGit {
         cmd
     }
 
+    fn spawn_error(&self) -> impl Fn(std::io::Error) -> GitError + '_ {
+        |source| GitError::Spawn {
+            program: self.executable.clone(),
+            source,
+        }
+    }
+
     fn run(&self, mut cmd: Command, input: Option<&[u8]>) -> Result<String, GitError> {
         let describe = describe(&cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if input.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd.spawn().map_err(|source| GitError::Spawn {
-            program: self.executable.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(self.spawn_error())?;
         if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(bytes).map_err(|source| GitError::Spawn {
-                program: self.executable.clone(),
-                source,
-            })?;
+            stdin.write_all(bytes).map_err(self.spawn_error())?;
         }
-        let out = child.wait_with_output().map_err(|source| GitError::Spawn {
-            program: self.executable.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(GitError::Failed {
-                command: describe,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        let out = child.wait_with_output().map_err(self.spawn_error())?;
+        succeeded(describe, &out)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
@@ -149,23 +141,12 @@ impl ProcessGit {
         cmd.args(["archive", "--format=tar", rev]);
         let describe = describe(&cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| GitError::Spawn {
-            program: self.executable.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(self.spawn_error())?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        // `unpack` consumes the pipe, so git sees it closed even if unpacking stops early.
         let unpacked = unpack(stdout, dest);
-        let out = child.wait_with_output().map_err(|source| GitError::Spawn {
-            program: self.executable.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(GitError::Failed {
-                command: describe,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        let out = child.wait_with_output().map_err(self.spawn_error())?;
+        succeeded(describe, &out)?;
         unpacked.map_err(|source| GitError::Unpack {
             dest: dest.to_path_buf(),
             source,
@@ -285,6 +266,19 @@ fn git_dir_of(repo: &Path) -> PathBuf {
         dot_git
     } else {
         repo.to_path_buf()
+    }
+}
+
+/// `Ok` when git exited successfully, else what it said.
+fn succeeded(command: String, out: &std::process::Output) -> Result<(), GitError> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(GitError::Failed {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
