@@ -235,3 +235,65 @@ async fn bad_inputs_fail_readably() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// The assignment is built from its source notebook by the real tool, and a submission graded
+/// against the freshly generated gradebook scores as the committed release says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freshly_generated_assignment_grades_like_the_release() {
+    let Some(convert) = support::grader_convert("a_freshly_generated_assignment") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("service");
+    let release = dir.path().join("release");
+    std::fs::create_dir_all(&service).unwrap();
+    std::fs::create_dir_all(&release).unwrap();
+    let source = support::repo_root().join("examples/cs101/source/hw1");
+    let out = Command::new(&convert)
+        .args(["generate_assignment", "-i"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&release)
+        .args(["-p", "*.ipynb"])
+        .env("ASSIGNMENT_SETTINGS", r#"{"allowed_files": ["*"]}"#)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = std::fs::read_to_string(release.join("gradebook.json")).unwrap();
+    assert!(
+        !std::fs::read_to_string(release.join("hw1.ipynb"))
+            .unwrap()
+            .contains("BEGIN SOLUTION")
+    );
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::repo_root().join("examples/cs101/release/hw1/gradebook.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let fresh: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(
+        fresh["notebooks"], committed["notebooks"],
+        "the release is what the tool generates"
+    );
+
+    support::make_service_dir(&service, &["--students", "bob"]);
+    let mut job = load_job(&service.join("jobs/bob.json")).unwrap();
+    job.gradebook = grader_model::gradebook::Gradebook::from_slice(generated.as_bytes()).unwrap();
+    let out = executor(&service, &convert, Duration::from_secs(300))
+        .autograde(&job, CancellationToken::new())
+        .await;
+    let (score, max) = expected(&service, "bob");
+    assert_eq!(
+        out.status,
+        Status::Auto(AutoStatus::AutomaticallyGraded),
+        "{}",
+        out.logs
+    );
+    assert_eq!((out.grading_score, out.max_score), (Some(score), Some(max)));
+}
