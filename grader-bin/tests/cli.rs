@@ -433,3 +433,75 @@ fn pod_prints_the_manifest_without_a_cluster() {
     assert_eq!(pod["spec"]["activeDeadlineSeconds"], 600);
     assert_eq!(pod["spec"]["nodeSelector"]["pool"], "grading");
 }
+
+#[test]
+fn feedback_after_autograde_commits_html_to_the_feedback_branch() {
+    let Some(convert) = grader_convert("feedback_after_autograde") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = course(dir.path(), &convert, &["--students", "bob"]);
+    let graded = dir.path().join("graded.json");
+    let out = grader()
+        .arg("--config")
+        .arg(&config)
+        .args(["autograde", "--job"])
+        .arg(dir.path().join("jobs/bob.json"))
+        .arg("--output")
+        .arg(&graded)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcome: Value = serde_json::from_str(&std::fs::read_to_string(&graded).unwrap()).unwrap();
+
+    // The feedback job: the same submission, now graded, with the gradebook grading produced.
+    let mut job: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("jobs/bob.json")).unwrap())
+            .unwrap();
+    job["submission"]["auto_status"] = "automatically_graded".into();
+    job["submission"]["gradebook"] = outcome["gradebook"].clone();
+    let job_path = dir.path().join("feedback.json");
+    std::fs::write(&job_path, job.to_string()).unwrap();
+    let out = grader()
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json", "--log", "info", "feedback", "--job"])
+        .arg(&job_path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fb: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fb["status"], "generated");
+    let commit = job["submission"]["commit_hash"].as_str().unwrap();
+    assert_eq!(fb["branch"], format!("feedback_{commit}"));
+    let repo = dir.path().join("git/cs101/1/feedback/user/bob");
+    let files = Command::new("git")
+        .arg("--git-dir")
+        .arg(&repo)
+        .args([
+            "ls-tree",
+            "-r",
+            "--name-only",
+            &format!("feedback_{commit}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&files.stdout).trim(), "hw1.html");
+    // --log-format json: every log line on stderr is a JSON object.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() > 0);
+    for line in stderr.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}
