@@ -258,10 +258,8 @@ pub mod kube {
             &job.assignment.name,
             &settings.default_image_name,
         );
-        let (mut pod, overrides) = grader_kube::build_pod(&settings, &task, &image)?;
-        for o in overrides {
-            tracing::warn!("{o}");
-        }
+        // build_pod logs each field the extra configs override.
+        let (mut pod, _overrides) = grader_kube::build_pod(&settings, &task, &image)?;
         pod.metadata.namespace = Some(
             namespace
                 .map(str::to_string)
