@@ -33,6 +33,17 @@ MAX_REQUEST = 1 << 20  # bytes of one request line
 TICK = 0.5  # seconds between checks of the parent and the socket file
 
 
+def set_dumpable(flag):
+    """prctl(PR_SET_DUMPABLE): a non-dumpable process cannot be ptraced or have its memory read
+    by other processes of the same user (student code included). Best effort."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, int(flag), 0, 0, 0)  # 4 = PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
+
+
 def load_entry(name):
     """The callable behind console script `name` (what its generated wrapper imports)."""
     from importlib.metadata import entry_points
@@ -115,6 +126,7 @@ def run_child(entry, prog, req, close_server):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         close_server()  # the server's sockets must not outlive it in a run
+        set_dumpable(True)  # a run is as open to inspection as a normally started tool
         os.setsid()  # own session and process group, like the local backend's child
         log = os.open(req["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(log, 1)
@@ -329,8 +341,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
     parser.add_argument("--entry-point", default="grader-convert", help="console script to run")
+    parser.add_argument("--argv0", help="sys.argv[0] of the runs (default: the entry point)")
     args = parser.parse_args()
     ppid = os.getppid()
+    # The long-lived server keeps the pristine state every run is forked from: keep student
+    # code (same user) from tampering with it.
+    set_dumpable(False)
 
     entry = load_entry(args.entry_point)  # the expensive import, paid once
     # Move everything imported so far out of the collector's reach: children then do not
@@ -338,7 +354,7 @@ def main():
     gc.collect()
     gc.freeze()
 
-    server = Server(entry, args.entry_point, args.socket)
+    server = Server(entry, args.argv0 or args.entry_point, args.socket)
     print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
     server.serve(ppid)
 

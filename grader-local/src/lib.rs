@@ -10,8 +10,10 @@ pub mod local;
 pub mod logs;
 pub mod paths;
 pub mod process_tree;
+pub mod warm;
 
 pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, JobKind};
 pub use executor::{CellTimeouts, Executor, ExecutorConfig, Job, JobError, Outcome, Status};
 pub use git::{Git, ProcessGit};
 pub use local::LocalBackend;
+pub use warm::{WarmBackend, WarmError, WarmServer};
