@@ -9,7 +9,7 @@ use grader_config::{Backend, ConfigLoader, GraderConfig, Loaded, Overrides};
 use grader_local::job_file::load_job;
 use grader_local::{
     CellTimeouts, Executor, ExecutorConfig, GradingBackend, JobKind, LocalBackend, Outcome,
-    ProcessGit,
+    ProcessGit, WarmBackend, WarmServer,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +69,32 @@ pub fn executor_config(cfg: &GraderConfig) -> Result<ExecutorConfig, Usage> {
 pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
     let log_cap = usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX);
     match cfg.backend {
+        Backend::Local if cfg.warm_convert => {
+            let tool = cfg.convert_executable.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                WarmServer::start_for_tool(&tool, &std::env::temp_dir())
+            })
+            .await;
+            match started {
+                Ok(Ok(server)) => {
+                    tracing::info!(pid = server.pid(), "warm grading server started");
+                    Ok(Arc::new(WarmBackend::new(Arc::new(server), log_cap)))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        error = %e,
+                        "no warm grading server (warm_convert); running the grading tool as a plain process"
+                    );
+                    Ok(Arc::new(LocalBackend::new(
+                        cfg.convert_executable.to_string_lossy(),
+                        log_cap,
+                    )))
+                }
+                Err(e) => Err(Usage(anyhow::anyhow!(
+                    "starting the warm grading server: {e}"
+                ))),
+            }
+        }
         Backend::Local => Ok(Arc::new(LocalBackend::new(
             cfg.convert_executable.to_string_lossy(),
             log_cap,

@@ -85,6 +85,10 @@ pub struct GraderConfig {
     /// Keep a job's work directory after it finishes (for debugging) instead
     /// of deleting it.
     pub keep_workdirs: bool,
+    /// Local backend: run the grading tool through a warm fork server that
+    /// imports it once (about 3.5 s saved per submission); falls back to a
+    /// plain process when the tool is not a Python console script.
+    pub warm_convert: bool,
     /// Where grading runs: `local` (a local process) or `kube` (a pod in
     /// Kubernetes).
     pub backend: Backend,
@@ -107,6 +111,7 @@ impl Default for GraderConfig {
             max_grading_time: DEFAULT_MAX_GRADING_TIME,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             keep_workdirs: false,
+            warm_convert: true,
             backend: Backend::default(),
             kube: KubeConfig::default(),
         }

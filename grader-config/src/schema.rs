@@ -133,6 +133,12 @@ pub const KEYS: &[KeyInfo] = &[
         kind: Scalar,
     },
     KeyInfo {
+        key: "warm_convert",
+        ty: "boolean",
+        doc: "Local backend: run the grading tool through a warm fork server that imports it once (saves about 3.5 s per submission); falls back to a plain process when the tool is not a Python console script.",
+        kind: Scalar,
+    },
+    KeyInfo {
         key: "backend",
         ty: "`local` or `kube`",
         doc: "Where grading runs: a local process or a Kubernetes pod.",
