@@ -95,7 +95,7 @@ impl GradingBackend for LocalBackend {
             .process_group(0)
             .kill_on_drop(true);
         tracing::info!(executable = %self.executable, ?args, "starting grading tool");
-        let mut child = cmd.spawn().map_err(|e| {
+        let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
             BackendFailure::new(if e.kind() == std::io::ErrorKind::NotFound {
                 format!(
                     "grading tool {:?} was not found (convert_executable)",
@@ -157,6 +157,21 @@ impl GradingBackend for LocalBackend {
                 reason: format!("could not wait for grading tool: {e}"),
                 logs,
             }),
+        }
+    }
+}
+
+/// Spawns `cmd`, retrying a few times while the executable is "text file busy" (ETXTBSY): a
+/// tool that was just written, or whose write handle another thread's fork briefly holds.
+async fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            result => return result,
         }
     }
 }

@@ -46,6 +46,12 @@ impl LogBuffer {
         }
     }
 
+    /// Records `n` bytes that were left out without being read (the middle of a large file
+    /// whose head and tail are pushed around this call).
+    pub fn skip(&mut self, n: u64) {
+        self.dropped += n;
+    }
+
     /// Appends a line of text and a newline.
     pub fn push_line(&mut self, line: &str) {
         self.push(line.as_bytes());

@@ -44,10 +44,16 @@ pub fn descendants(root: u32) -> Vec<u32> {
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 1)?.parse().ok()
+}
+
+/// Field `n` (0-based) of `/proc/{pid}/stat` after the command name: 0 is the state, 1 the
+/// parent pid, 19 the start time.
+pub(crate) fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may itself contain spaces or parentheses.
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    after.split_whitespace().nth(n).map(str::to_string)
 }
 
 fn signal(pid: u32, sig: Signal) {

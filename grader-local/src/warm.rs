@@ -417,25 +417,17 @@ fn read_capped(path: &Path, cap: usize) -> std::io::Result<String> {
     file.seek(SeekFrom::Start(size - tail_cap as u64))?;
     let mut tail = Vec::with_capacity(tail_cap);
     file.take(tail_cap as u64).read_to_end(&mut tail)?;
-    let text = |b: &[u8]| {
-        let b: Vec<u8> = b.iter().copied().filter(|c| *c != 0).collect();
-        String::from_utf8_lossy(&b).into_owned()
-    };
-    Ok(format!(
-        "{}\n[... {} bytes of log omitted (log_cap_bytes = {cap}) ...]\n{}",
-        text(&head),
-        size - cap as u64,
-        text(&tail)
-    ))
+    buf.push(&head);
+    buf.skip(size - cap as u64);
+    buf.push(&tail);
+    Ok(buf.into_string())
 }
 
 /// The start time of process `pid` (clock ticks since boot), to tell it from a later process
 /// that reuses its id.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
     // Fields after the command name start at field 3 (state); starttime is field 22.
-    after.split_whitespace().nth(19)?.parse().ok()
+    crate::process_tree::stat_field(pid, 19)?.parse().ok()
 }
 
 /// One line from the server.
