@@ -736,12 +736,9 @@ async fn a_leftover_grading_pod_of_another_commit_is_replaced() -> Result<()> {
     Ok(())
 }
 
-/// Fails today (after 120 s): `KubeBackend::wait_gone` (grader-kube/src/backend.rs) learns
-/// that the deleted pod is gone only from the shared watch, which selects the grader's label,
-/// and GETs only while that watch is broken; a pod without the label never shows up in it.
+/// A pod of the grading pod's name that is not the grader's (no grader label, so the shared
+/// watch never sees it) is deleted, polled until gone, and replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "grader-kube bug: waiting for a deleted leftover pod without the grader label never \
-            sees it go (wait_gone relies on the label-selected watch) and fails after 120 s"]
 async fn a_foreign_pod_with_the_grading_pods_name_is_replaced() -> Result<()> {
     let _serial = serial().await;
     let Some(env) = Env::start(Spec {

@@ -192,6 +192,12 @@ impl KubeBackend {
         let old_uid = old.metadata.uid.as_deref();
         let other = |pod: &Pod| matches!((old_uid, pod.metadata.uid.as_deref()), (Some(a), Some(b)) if a != b);
         let same = |pod: &Pod| !other(pod);
+        let watched = old
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGED_BY);
         let deadline = Instant::now() + REPLACE_WAIT;
         let mut rx = subscription.receiver();
         let mut health = subscription.health();
@@ -206,7 +212,8 @@ impl KubeBackend {
                     _ => {}
                 }
             }
-            if health_open && *health.borrow_and_update() {
+            // The shared watch only sees grader-labelled pods: anything else is polled for.
+            if watched && health_open && *health.borrow_and_update() {
                 next_poll = None;
             } else {
                 next_poll.get_or_insert_with(|| Instant::now() + self.settings.poll_interval);
