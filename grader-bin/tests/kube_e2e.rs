@@ -776,10 +776,8 @@ async fn a_foreign_pod_with_the_grading_pods_name_is_replaced() -> Result<()> {
     Ok(())
 }
 
-/// Caveat: the next run re-creates the work dirs the adopted pod mounted. Here the pod still
-/// sees the new ones, because the node agent bind-mounts each work dir onto its own host path
-/// (removing a mount point detaches the mount, and the path falls through to the re-created
-/// directory); a kubelet mounts into the container's root file system, where it would not.
+/// The next run finds the job's work dirs as the killed grader left them and its pod still
+/// running: it keeps the dirs (the pod's mounts point at them) and adopts the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_pod_of_a_killed_grader_is_adopted_by_the_next_run() -> Result<()> {
     let _serial = serial().await;
@@ -831,7 +829,8 @@ async fn a_running_pod_of_a_killed_grader_is_adopted_by_the_next_run() -> Result
 
 /// A backend that, right before the kube backend runs a task, creates (as the admin) the
 /// very pod the kube backend is about to create and waits until it runs: "a pod of this job
-/// is already running" at the precise moment the backend starts.
+/// is already running" at the precise moment the backend starts, on work dirs the pipeline
+/// kept (`resume`).
 struct PodAlreadyRunning {
     inner: KubeBackend,
     settings: KubeSettings,
@@ -875,7 +874,12 @@ impl GradingBackend for PodAlreadyRunning {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.inner.run(task, cancel).await
+        // As the pipeline does when it kept the work dirs of a run it found still going.
+        let resumed = GradingTask {
+            resume: true,
+            ..task.clone()
+        };
+        self.inner.run(&resumed, cancel).await
     }
 }
 

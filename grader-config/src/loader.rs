@@ -26,7 +26,8 @@ pub const LOCAL_CONFIG_FILE: &str = "grader.toml";
 /// filter), `GRADER_CACHE` (cache directory), `GRADER_VENV` (virtual
 /// environment of the grading tool), `GRADER_CONFIG` (configuration file, like
 /// `--config`), and the test and set-up scripts' `GRADER_CONVERT`,
-/// `GRADER_KUBE_APISERVER`, `GRADER_ETCD`, `GRADER_ETCD_FROM_SOURCE`.
+/// `GRADER_KUBE_APISERVER`, `GRADER_ETCD`, `GRADER_ETCD_FROM_SOURCE`,
+/// `GRADER_TESTKIT_KEEP`.
 pub const RESERVED_ENV_VARS: &[&str] = &[
     "GRADER_LOG",
     "GRADER_CACHE",
@@ -36,6 +37,7 @@ pub const RESERVED_ENV_VARS: &[&str] = &[
     "GRADER_KUBE_APISERVER",
     "GRADER_ETCD",
     "GRADER_ETCD_FROM_SOURCE",
+    "GRADER_TESTKIT_KEEP",
 ];
 
 /// Values set on the command line, the highest layer. Each entry names the

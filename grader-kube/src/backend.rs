@@ -126,6 +126,7 @@ impl KubeBackend {
         &self,
         pod: &Pod,
         subscription: &Subscription,
+        may_adopt: bool,
     ) -> Result<Pod, (String, bool)> {
         let name = subscription.name();
         let ns = self.api.namespace();
@@ -151,7 +152,9 @@ impl KubeBackend {
             let Some(existing) = existing else {
                 continue;
             };
-            if adoptable(&existing, pod) {
+            // Only a run whose work dirs the pipeline kept can be adopted: the mounts of any
+            // other pod point at directories that were just prepared anew.
+            if may_adopt && adoptable(&existing, pod) {
                 tracing::info!(
                     pod = name,
                     namespace = ns,
@@ -353,6 +356,23 @@ impl GradingBackend for KubeBackend {
         "kube"
     }
 
+    /// A pod of this job (same submission, kind and commit) that is still running, left by a
+    /// `grader` that stopped: one GET, asked only when the pipeline found the job's work dirs.
+    async fn resumable(&self, task: &GradingTask) -> bool {
+        let Ok(desired) = self.prepare(task) else {
+            return false;
+        };
+        let name = desired.metadata.name.clone().unwrap_or_default();
+        match self.api.get(&name).await {
+            Ok(Some(existing)) => adoptable(&existing, &desired),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(pod = %name, namespace = self.api.namespace(), error = %e, "cannot look for an earlier run");
+                false
+            }
+        }
+    }
+
     async fn run(
         &self,
         task: &GradingTask,
@@ -374,7 +394,7 @@ impl GradingBackend for KubeBackend {
             armed: true,
         };
         let started = tokio::select! {
-            started = self.create_or_adopt(&pod, &subscription) => started,
+            started = self.create_or_adopt(&pod, &subscription, task.resume) => started,
             _ = cancel.cancelled() => Err((
                 format!("grading was cancelled before pod {name} in namespace {ns} started"),
                 false,

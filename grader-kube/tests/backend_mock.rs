@@ -557,7 +557,7 @@ async fn already_exists_adopts_the_running_pod_of_the_same_job() {
         });
     });
     backend
-        .run(&task(), CancellationToken::new())
+        .run(&resumed_task(), CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(
@@ -615,6 +615,74 @@ async fn already_exists_replaces_a_pod_of_another_commit() {
             format!("delete {POD}")
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_pod_of_the_same_job_is_replaced_when_the_work_dirs_were_prepared_anew() {
+    let (backend, ctx) = setup(settings(), |m, c| {
+        let c2 = c.clone();
+        m.expect_create().times(2).returning(move |_| {
+            c2.log("create");
+            if c2.count("create") == 1 {
+                return Err(ApiError::status(409, "AlreadyExists", "exists"));
+            }
+            c2.apply(pod("new", succeeded()));
+            Ok(pod("new", pending()))
+        });
+        let c = c.clone();
+        m.expect_get().times(1).returning(move |_| {
+            c.log("get");
+            let c3 = c.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                c3.emit(Event::Delete(pod("old", running())));
+            });
+            Ok(Some(pod("old", running())))
+        });
+    });
+    // `task()` has `resume: false`: its old pod's mounts point at directories made anew.
+    backend
+        .run(&task(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        job_calls(&ctx),
+        [
+            "create".to_owned(),
+            "get".to_owned(),
+            format!("delete {POD}"),
+            "create".to_owned(),
+            format!("logs {POD} autograde 1048576"),
+            format!("delete {POD}")
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumable_only_for_a_running_pod_of_the_same_job() {
+    for (found, expected) in [
+        (Some(pod("old", running())), true),
+        (Some(pod("old", pending())), true),
+        (Some(pod("old", succeeded())), false),
+        (Some(pod_with("old", "0ld", running())), false),
+        (None, false),
+    ] {
+        let (backend, ctx) = setup(settings(), move |m, c| {
+            let c = c.clone();
+            m.expect_get().times(1).returning(move |_| {
+                c.log("get");
+                Ok(found.clone())
+            });
+        });
+        assert_eq!(backend.resumable(&task()).await, expected);
+        assert_eq!(ctx.count("get"), 1);
+    }
+    let (backend, _ctx) = setup(settings(), |m, _| {
+        m.expect_get()
+            .times(1)
+            .returning(|_| Err(ApiError::status(403, "Forbidden", "no")));
+    });
+    assert!(!backend.resumable(&task()).await);
 }
 
 #[tokio::test(start_paused = true)]

@@ -369,7 +369,7 @@ async fn conflict_on_create_adopts_the_running_pod() {
         1,
     );
     let backend = backend(client, KubeSettings::default());
-    let t = task();
+    let t = common::resumed_task();
     let run = backend.run(&t, CancellationToken::new());
     let finish = async {
         // Once the pod was read, report it done.

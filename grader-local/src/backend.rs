@@ -36,6 +36,10 @@ pub struct GradingTask {
     pub cell_timeout: u64,
     /// Wall-clock bound of the whole grading run.
     pub max_grading_time: Duration,
+    /// The work dirs were left as an earlier run of this very task has them (see
+    /// [`GradingBackend::resumable`]): the backend may adopt that run. When false they were
+    /// prepared anew, and a leftover run must be replaced, not adopted.
+    pub resume: bool,
 }
 
 impl GradingTask {
@@ -109,6 +113,13 @@ impl BackendFailure {
 pub trait GradingBackend: Send + Sync {
     /// A short name reported in outcomes (`local`, `kube`).
     fn name(&self) -> &str;
+
+    /// Whether a run of this very task, started by an earlier `grader` that stopped, is still
+    /// going and will be adopted by [`GradingBackend::run`]. The pipeline then leaves the work
+    /// dirs as that run has them instead of preparing them anew.
+    async fn resumable(&self, _task: &GradingTask) -> bool {
+        false
+    }
 
     /// Runs the tool for `task` and waits for it to end.
     async fn run(

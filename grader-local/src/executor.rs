@@ -15,6 +15,7 @@ use grader_model::gradebook::{Gradebook, whitelist_patterns};
 use grader_model::{Assignment, AutoStatus, FeedbackStatus, Lecture, ManualStatus, Submission};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backend::{BackendFailure, GradingBackend, GradingTask, JobKind};
 use crate::clock::{Clock, SystemClock};
@@ -324,6 +325,7 @@ impl Executor {
                 .timeouts
                 .effective(job.assignment.settings.cell_timeout),
             max_grading_time: self.config.max_grading_time,
+            resume: false,
         }
     }
 
@@ -339,6 +341,11 @@ impl Executor {
 
     /// Runs the pipeline of `kind` for `job`.
     pub async fn run(&self, job: &Job, kind: JobKind, cancel: CancellationToken) -> Outcome {
+        let span = tracing::info_span!("job", submission = job.submission.id, ?kind);
+        self.run_in_span(job, kind, cancel).instrument(span).await
+    }
+
+    async fn run_in_span(&self, job: &Job, kind: JobKind, cancel: CancellationToken) -> Outcome {
         let start = self.clock.now();
         let mut run = Run {
             clock: self.clock.as_ref(),
@@ -349,8 +356,6 @@ impl Executor {
             commit: None,
             gradebook: None,
         };
-        let span = tracing::info_span!("job", submission = job.submission.id, ?kind);
-        let _enter = span.enter();
         tracing::info!(backend = self.backend.name(), "starting");
 
         let result = match self.check(job, kind) {
@@ -419,15 +424,16 @@ impl Executor {
         }
     }
 
-    async fn steps(
+    /// Clean work dirs, the fetched submission and the gradebook the tool starts from.
+    async fn prepare(
         &self,
         job: &Job,
         kind: JobKind,
         paths: &JobPaths,
+        gradebook: &Gradebook,
         run: &mut Run<'_>,
         cancel: &CancellationToken,
     ) -> Result<(), Failed> {
-        let sub = &job.submission;
         for dir in [&paths.input_dir, &paths.output_dir] {
             if dir.exists() {
                 std::fs::remove_dir_all(dir)
@@ -439,7 +445,7 @@ impl Executor {
         run.timings.prepare_ms = run.lap();
         stop_if_cancelled(cancel)?;
 
-        let (repo, rev) = input_source(kind, sub, paths);
+        let (repo, rev) = input_source(kind, &job.submission, paths);
         let stats = self
             .git
             .export(&repo, &rev, &paths.input_dir)
@@ -453,6 +459,23 @@ impl Executor {
         run.timings.fetch_ms = run.lap();
         stop_if_cancelled(cancel)?;
 
+        let gradebook_path = paths.output_dir.join(GRADEBOOK_FILE);
+        std::fs::write(&gradebook_path, gradebook.to_vec_pretty())
+            .map_err(|e| format!("could not write {}: {e}", gradebook_path.display()))?;
+        run.timings.gradebook_ms = run.lap();
+        Ok(())
+    }
+
+    async fn steps(
+        &self,
+        job: &Job,
+        kind: JobKind,
+        paths: &JobPaths,
+        run: &mut Run<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failed> {
+        let sub = &job.submission;
+        let mut task = self.task(job, kind, paths);
         let gradebook = match kind {
             JobKind::Autograde => {
                 let mut gb = job.gradebook.clone();
@@ -469,12 +492,23 @@ impl Executor {
                 .ok_or_else(|| "feedback needs the submission's gradebook".to_string())?,
         };
         let gradebook_path = paths.output_dir.join(GRADEBOOK_FILE);
-        std::fs::write(&gradebook_path, gradebook.to_vec_pretty())
-            .map_err(|e| format!("could not write {}: {e}", gradebook_path.display()))?;
-        run.timings.gradebook_ms = run.lap();
+
+        // A run of this very job left by a `grader` that stopped is still going on the work
+        // dirs it was given: adopt it as it is instead of pulling its files from under it.
+        let resuming = paths.input_dir.is_dir()
+            && gradebook_path.is_file()
+            && self.backend.resumable(&task).await;
+        task.resume = resuming;
+        if resuming {
+            run.logs.push_line(
+                "grader: an earlier run of this job is still grading; adopting it and its work dirs",
+            );
+        } else {
+            self.prepare(job, kind, paths, &gradebook, run, cancel)
+                .await?;
+        }
         stop_if_cancelled(cancel)?;
 
-        let task = self.task(job, kind, paths);
         let graded = self.backend.run(&task, cancel.clone()).await;
         run.timings.grading_ms = run.lap();
         match graded {

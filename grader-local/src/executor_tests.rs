@@ -91,9 +91,16 @@ fn job(service: &Path) -> (ExecutorConfig, Job) {
     (config, job)
 }
 
+/// A backend mock that finds no earlier run to resume.
+fn mock_backend() -> MockGradingBackend {
+    let mut b = MockGradingBackend::new();
+    b.expect_resumable().returning(|_| false);
+    b
+}
+
 /// A backend that writes the files a grading run would write and checks what it was given.
 fn grading_backend(q1: f64, seen: Arc<Mutex<Option<GradingTask>>>) -> MockGradingBackend {
-    let mut b = MockGradingBackend::new();
+    let mut b = mock_backend();
     b.expect_name().return_const("mock".to_string());
     b.expect_run().times(1).returning(move |task, _| {
         let out = &task.output_dir;
@@ -248,7 +255,7 @@ async fn manual_grades_are_carried_over_into_the_written_gradebook() {
         "autograde/user/alice",
         "submission_0f3c9a",
     );
-    let mut backend = MockGradingBackend::new();
+    let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     backend.expect_run().times(1).returning(|task, _| {
         let written: serde_json::Value =
@@ -278,7 +285,7 @@ async fn manually_graded_job_without_its_gradebook_is_refused_before_any_step() 
     let dir = tempfile::tempdir().unwrap();
     let (config, mut job) = job(dir.path());
     job.submission.manual_status = ManualStatus::ManuallyGraded;
-    let mut backend = MockGradingBackend::new();
+    let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     let exec = Executor::new(config, Arc::new(MockGit::new()), Arc::new(backend));
     let out = exec.autograde(&job, CancellationToken::new()).await;
@@ -296,7 +303,7 @@ async fn hostile_usernames_and_commit_hashes_touch_nothing() {
         let (config, mut job) = job(dir.path());
         job.submission.username = username.into();
         job.submission.commit_hash = commit.into();
-        let mut backend = MockGradingBackend::new();
+        let mut backend = mock_backend();
         backend.expect_name().return_const("mock".to_string());
         let exec = Executor::new(config, Arc::new(MockGit::new()), Arc::new(backend));
         let out = exec.autograde(&job, CancellationToken::new()).await;
@@ -320,7 +327,7 @@ async fn a_failed_fetch_fails_the_job_and_cleans_up() {
             path: repo.to_path_buf(),
         })
     });
-    let mut backend = MockGradingBackend::new();
+    let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
     let out = exec.autograde(&job, CancellationToken::new()).await;
@@ -339,7 +346,7 @@ async fn a_failed_grading_run_keeps_its_logs_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (config, job) = job(dir.path());
     let git = exporting_git("user/alice", COMMIT);
-    let mut backend = MockGradingBackend::new();
+    let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     backend.expect_run().times(1).returning(|_, _| {
         Err(BackendFailure {
@@ -391,7 +398,7 @@ async fn an_unreadable_gradebook_after_grading_fails_the_job() {
         "autograde/user/alice",
         "submission_0f3c9a",
     );
-    let mut backend = MockGradingBackend::new();
+    let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     backend.expect_run().times(1).returning(|task, _| {
         std::fs::write(task.output_dir.join("gradebook.json"), "{not json").unwrap();
@@ -408,7 +415,7 @@ async fn a_cancelled_job_stops_before_grading() {
     let dir = tempfile::tempdir().unwrap();
     let (config, job) = job(dir.path());
     let git = MockGit::new();
-    let mut backend = MockGradingBackend::new();
+    let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     let cancel = CancellationToken::new();
     cancel.cancel();
@@ -583,4 +590,50 @@ fn whitelist_uses_fnmatch_semantics_and_skips_git_and_gradebook() {
             .unwrap_err()
             .contains("\"[\"")
     );
+}
+
+#[tokio::test]
+async fn a_still_running_earlier_run_is_adopted_with_its_work_dirs_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let input = dir.path().join("convert_in/submission_42");
+    let output = dir.path().join("convert_out/submission_42");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&output).unwrap();
+    std::fs::write(input.join("hw1.ipynb"), "{}").unwrap();
+    std::fs::write(
+        output.join("gradebook.json"),
+        "{\"written\": \"by the earlier run\"}",
+    )
+    .unwrap();
+
+    let mut git = MockGit::new();
+    git.expect_export().never();
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let mut backend = MockGradingBackend::new();
+    backend.expect_name().return_const("mock".to_string());
+    backend.expect_resumable().times(1).returning(|_| true);
+    backend.expect_run().times(1).returning(|task, _| {
+        let gb = std::fs::read_to_string(task.output_dir.join("gradebook.json")).unwrap();
+        assert!(
+            gb.contains("earlier run"),
+            "the work dirs were left as they were"
+        );
+        assert!(task.input_dir.join("hw1.ipynb").exists());
+        std::fs::write(
+            task.output_dir.join("gradebook.json"),
+            graded_gradebook_json(2.0).to_string(),
+        )
+        .unwrap();
+        Ok(BackendOutput::default())
+    });
+    let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.grading_score, Some(2.0), "{out:?}");
+    assert!(out.logs.contains("adopting it and its work dirs"));
 }

@@ -42,6 +42,7 @@ fn task(dir: &std::path::Path, max: Duration) -> GradingTask {
         relative_output_dir: "out".into(),
         cell_timeout: 42,
         max_grading_time: max,
+        resume: false,
     }
 }
 

@@ -33,6 +33,15 @@ pub fn task() -> GradingTask {
         relative_output_dir: "convert_out/submission_42".into(),
         cell_timeout: 120,
         max_grading_time: Duration::from_secs(3600),
+        resume: false,
+    }
+}
+
+/// [`task`] whose work dirs an earlier run left: a running pod of the same job may be adopted.
+pub fn resumed_task() -> GradingTask {
+    GradingTask {
+        resume: true,
+        ..task()
     }
 }
 
