@@ -112,7 +112,10 @@ fn autograde_one_job_prints_the_outcome() {
         assert!(outcome.get(key).is_some(), "outcome lacks {key}: {outcome}");
     }
     assert_eq!(outcome["status"], "automatically_graded");
-    assert_eq!(outcome["backend"], "local-warm", "warm_convert is on by default");
+    assert_eq!(
+        outcome["backend"], "local-warm",
+        "warm_convert is on by default"
+    );
     assert_eq!(outcome["score"], exp["score"]);
     assert_eq!(outcome["max_score"], exp["max_score"]);
 
@@ -124,7 +127,12 @@ fn autograde_one_job_prints_the_outcome() {
         .arg(dir.path().join("jobs/bob.json"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plain: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plain["backend"], "local");
     assert_eq!(plain["score"], exp["score"]);
