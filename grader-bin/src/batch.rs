@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use futures::StreamExt;
-use grader_local::job_file::parse_job;
-use grader_local::{Job, JobKind, Outcome};
+use grader_local::job_file::JobReader;
+use grader_local::{Job, JobKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -24,11 +24,12 @@ pub fn read_jobs(path: &Path) -> Result<Vec<Job>, Usage> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
+    let mut reader = JobReader::default();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        match parse_job(line, base, &format!("{}:{}", path.display(), i + 1)) {
+        match reader.parse(line, base, &format!("{}:{}", path.display(), i + 1)) {
             Ok(job) => jobs.push(job),
             Err(e) => errors.push(e.to_string()),
         }
@@ -60,6 +61,13 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// What the summary keeps of a finished job (not the whole outcome: a batch may be large).
+struct Finished {
+    submission_id: u64,
+    score: Option<f64>,
+    duration_ms: u64,
+}
+
 /// What a batch did.
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
@@ -83,7 +91,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn finish(&mut self, outcomes: &[Outcome], wall: f64) {
+    fn finish(&mut self, outcomes: &[Finished], wall: f64) {
         let mut scores: Vec<f64> = outcomes.iter().filter_map(|o| o.score).collect();
         scores.sort_by(f64::total_cmp);
         if !scores.is_empty() {
@@ -212,7 +220,7 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
 
     let total = jobs.len();
     let started = Instant::now();
-    let mut finished: Vec<Outcome> = Vec::new();
+    let mut finished: Vec<Finished> = Vec::new();
     let mut stream = futures::stream::iter(jobs.into_iter().map(|job| {
         let exec = exec.clone();
         let cancel = cancel.clone();
@@ -267,7 +275,11 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
         }
         pb.set_message(format!("{} failed", summary.failed));
         pb.inc(1);
-        finished.push(outcome);
+        finished.push(Finished {
+            submission_id: outcome.submission_id,
+            score: outcome.score,
+            duration_ms: outcome.duration_ms,
+        });
     }
     pb.finish_and_clear();
     summary.finish(&finished, started.elapsed().as_secs_f64());

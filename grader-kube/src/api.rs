@@ -87,11 +87,11 @@ impl PodApi for KubePodApi {
     }
 
     async fn create(&self, pod: &Pod) -> Result<Pod, ApiError> {
-        Ok(self.api.create(&PostParams::default(), pod).await?)
+        Ok(slim(self.api.create(&PostParams::default(), pod).await?))
     }
 
     async fn get(&self, name: &str) -> Result<Option<Pod>, ApiError> {
-        Ok(self.api.get_opt(name).await?)
+        Ok(self.api.get_opt(name).await?.map(slim))
     }
 
     async fn delete(&self, name: &str) -> Result<Deletion, ApiError> {
@@ -137,7 +137,14 @@ impl PodApi for KubePodApi {
 
     async fn list(&self, label_selector: &str) -> Result<Vec<Pod>, ApiError> {
         let params = ListParams::default().labels(label_selector);
-        Ok(self.api.list(&params).await?.items)
+        Ok(self
+            .api
+            .list(&params)
+            .await?
+            .items
+            .into_iter()
+            .map(slim)
+            .collect())
     }
 
     fn watch(
@@ -149,7 +156,15 @@ impl PodApi for KubePodApi {
             watcher::Config::default().labels(label_selector),
         )
         .default_backoff()
+        .modify(|pod: &mut Pod| pod.metadata.managed_fields = None)
         .map(|item| item.map_err(ApiError::from))
         .boxed()
     }
+}
+
+/// The pod without its `managedFields`, which the backend never reads and which are most of
+/// a pod's size in memory.
+fn slim(mut pod: Pod) -> Pod {
+    pod.metadata.managed_fields = None;
+    pod
 }

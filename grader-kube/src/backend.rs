@@ -30,6 +30,57 @@ const LOG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of deleting an ended pod.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most API requests (create, get, logs, delete) one backend has in flight at once. kube's
+/// HTTP/1.1 client opens one connection per concurrent request and keeps it pooled, so 200
+/// jobs in flight would otherwise hold 200 TLS connections.
+pub const MAX_CONCURRENT_REQUESTS: usize = 16;
+
+struct Limited {
+    inner: Arc<dyn PodApi>,
+    permits: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl PodApi for Limited {
+    fn namespace(&self) -> &str {
+        self.inner.namespace()
+    }
+    async fn create(&self, pod: &Pod) -> Result<Pod, crate::error::ApiError> {
+        let _permit = self.permits.acquire().await.ok();
+        self.inner.create(pod).await
+    }
+    async fn get(&self, name: &str) -> Result<Option<Pod>, crate::error::ApiError> {
+        let _permit = self.permits.acquire().await.ok();
+        self.inner.get(name).await
+    }
+    async fn delete(&self, name: &str) -> Result<Deletion, crate::error::ApiError> {
+        let _permit = self.permits.acquire().await.ok();
+        self.inner.delete(name).await
+    }
+    async fn logs(
+        &self,
+        name: &str,
+        container: &str,
+        cap: usize,
+    ) -> Result<String, crate::error::ApiError> {
+        let _permit = self.permits.acquire().await.ok();
+        self.inner.logs(name, container, cap).await
+    }
+    async fn list(&self, label_selector: &str) -> Result<Vec<Pod>, crate::error::ApiError> {
+        let _permit = self.permits.acquire().await.ok();
+        self.inner.list(label_selector).await
+    }
+    fn watch(
+        &self,
+        label_selector: &str,
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<kube::runtime::watcher::Event<Pod>, crate::error::ApiError>,
+    > {
+        self.inner.watch(label_selector)
+    }
+}
+
 /// Runs the grading tool as a pod in a Kubernetes namespace.
 ///
 /// Per graded submission it makes three API requests (create, log, delete); pod states come
@@ -69,7 +120,10 @@ impl KubeBackend {
     /// A backend over any [`PodApi`] (a mock in tests).
     pub fn with_api(api: Arc<dyn PodApi>, settings: KubeSettings, images: ImageConfig) -> Self {
         KubeBackend {
-            api,
+            api: Arc::new(Limited {
+                inner: api,
+                permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            }),
             settings,
             images,
             watcher: OnceLock::new(),
@@ -413,6 +467,8 @@ impl GradingBackend for KubeBackend {
             }
         };
         subscription.mark_created();
+        // The manifest is not needed any more while the pod runs.
+        drop(pod);
 
         let mut grader_pod = GraderPod::new(
             started,

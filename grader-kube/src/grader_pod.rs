@@ -302,7 +302,7 @@ impl GraderPod {
         let deadline = Instant::now() + self.timing.max_grading_time;
         let mut rx = self.subscription.receiver();
         let mut health = self.subscription.health();
-        let mut current = self.initial.clone();
+        let mut current: Arc<Pod> = Arc::new(self.initial.clone());
         let mut stuck_since: Option<Instant> = None;
         let mut next_poll: Option<Instant> = None;
         let mut need_get = false;
@@ -313,7 +313,7 @@ impl GraderPod {
             if rx.has_changed().unwrap_or(false) {
                 match &*rx.borrow_and_update() {
                     Seen::Nothing => {}
-                    Seen::Present(pod) if self.ours(pod) => current = Pod::clone(pod),
+                    Seen::Present(pod) if self.ours(pod) => current = pod.clone(),
                     // Another pod of that name: ours is gone.
                     Seen::Present(_) => gone = true,
                     Seen::Deleted(pod) => gone |= self.ours(pod),
@@ -323,7 +323,7 @@ impl GraderPod {
             if need_get {
                 need_get = false;
                 match self.api.get(&self.name).await {
-                    Ok(Some(pod)) if self.ours(&pod) => current = pod,
+                    Ok(Some(pod)) if self.ours(&pod) => current = Arc::new(pod),
                     Ok(_) => gone = true,
                     Err(e) => tracing::warn!(
                         pod = %self.name, namespace = %self.namespace, error = %e,

@@ -114,8 +114,9 @@ pub struct Job {
     pub lecture: Lecture,
     pub assignment: Assignment,
     pub submission: Submission,
-    /// The assignment's gradebook (from `generate_assignment`).
-    pub gradebook: Gradebook,
+    /// The assignment's gradebook (from `generate_assignment`), shared by the jobs of one
+    /// assignment.
+    pub gradebook: Arc<Gradebook>,
     /// The submission's gradebook from earlier grading: the source of manual grades to carry
     /// over, and the input of feedback generation.
     pub submission_gradebook: Option<Gradebook>,
@@ -478,7 +479,7 @@ impl Executor {
         let mut task = self.task(job, kind, paths);
         let gradebook = match kind {
             JobKind::Autograde => {
-                let mut gb = job.gradebook.clone();
+                let mut gb = Gradebook::clone(&job.gradebook);
                 if sub.manual_status != ManualStatus::NotGraded
                     && let Some(graded) = &job.submission_gradebook
                 {
@@ -508,6 +509,8 @@ impl Executor {
                 .await?;
         }
         stop_if_cancelled(cancel)?;
+        // Only feedback needs the gradebook later: do not hold a copy across grading.
+        let gradebook = (kind == JobKind::Feedback).then_some(gradebook);
 
         let graded = self.backend.run(&task, cancel.clone()).await;
         run.timings.grading_ms = run.lap();
@@ -564,7 +567,7 @@ impl Executor {
                 })?;
                 run.gradebook = Some(gb);
             }
-            JobKind::Feedback => run.gradebook = Some(gradebook),
+            JobKind::Feedback => run.gradebook = gradebook,
         }
         run.timings.score_ms = run.lap();
         Ok(())

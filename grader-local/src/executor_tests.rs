@@ -85,7 +85,7 @@ fn job(service: &Path) -> (ExecutorConfig, Job) {
             feedback_status: Default::default(),
             score_scaling: 0.5,
         },
-        gradebook: release_gradebook(),
+        gradebook: Arc::new(release_gradebook()),
         submission_gradebook: None,
     };
     (config, job)

@@ -72,13 +72,17 @@ pub trait Git: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct ProcessGit {
     executable: String,
+    /// Bounds the git work running at once (each holds a blocking thread).
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl ProcessGit {
     /// Git run as `executable` (a name looked up in `PATH`, or a path).
     pub fn new(executable: impl Into<String>) -> Self {
+        let permits = std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4));
         ProcessGit {
             executable: executable.into(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits)),
         }
     }
 
@@ -230,6 +234,7 @@ impl Git for ProcessGit {
             rev.to_string(),
             dest.to_path_buf(),
         );
+        let _permit = self.permits.acquire().await.ok();
         tokio::task::spawn_blocking(move || this.export_blocking(&repo, &rev, &dest))
             .await
             .map_err(|e| GitError::Join(e.to_string()))?
@@ -251,6 +256,7 @@ impl Git for ProcessGit {
             branch.to_string(),
             message.to_string(),
         );
+        let _permit = self.permits.acquire().await.ok();
         tokio::task::spawn_blocking(move || {
             this.commit_blocking(&workdir, &files, &repo, &branch, &message)
         })

@@ -10,7 +10,9 @@
 //! instead. The submission may carry its earlier gradebook the same way (needed for feedback
 //! and for manually graded submissions). Unknown fields are allowed for forward compatibility.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use grader_model::gradebook::Gradebook;
 use grader_model::{Assignment, Lecture, Submission};
@@ -78,45 +80,83 @@ pub fn load_job(path: &Path) -> Result<Job, JobFileError> {
 
 /// Parses one job from `text`; `origin` names it in errors (`jobs.jsonl:7`).
 pub fn parse_job(text: &str, base_dir: &Path, origin: &str) -> Result<Job, JobFileError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    let raw: RawJob = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        JobFileError::Field {
-            origin: origin.to_string(),
-            field: if field == "." {
-                "(top level)".into()
-            } else {
-                field
-            },
-            message: e.into_inner().to_string(),
-        }
-    })?;
-    let gradebook = gradebook_of(
-        origin,
-        "assignment",
-        base_dir,
-        raw.assignment.gradebook_path,
-        raw.assignment.gradebook,
-    )?
-    .ok_or_else(|| JobFileError::Field {
-        origin: origin.to_string(),
-        field: "assignment.gradebook_path".into(),
-        message: "missing: give `gradebook_path` or an inline `gradebook`".into(),
-    })?;
-    let submission_gradebook = gradebook_of(
-        origin,
-        "submission",
-        base_dir,
-        raw.submission.gradebook_path,
-        raw.submission.gradebook,
-    )?;
-    Ok(Job {
-        lecture: raw.lecture,
-        assignment: raw.assignment.assignment,
-        submission: raw.submission.submission,
-        gradebook,
-        submission_gradebook,
-    })
+    JobReader::default().parse(text, base_dir, origin)
+}
+
+/// Parses many jobs, reading each assignment gradebook file once: the jobs of one assignment
+/// share it (a batch of hundreds of submissions holds one copy, not hundreds).
+#[derive(Debug, Default)]
+pub struct JobReader {
+    gradebooks: HashMap<PathBuf, Arc<Gradebook>>,
+}
+
+impl JobReader {
+    /// Parses one job from `text`; `origin` names it in errors (`jobs.jsonl:7`).
+    pub fn parse(
+        &mut self,
+        text: &str,
+        base_dir: &Path,
+        origin: &str,
+    ) -> Result<Job, JobFileError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: RawJob = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            JobFileError::Field {
+                origin: origin.to_string(),
+                field: if field == "." {
+                    "(top level)".into()
+                } else {
+                    field
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let shared = match (&raw.assignment.gradebook_path, &raw.assignment.gradebook) {
+            (Some(rel), None) => self.gradebooks.get(&base_dir.join(rel)).cloned(),
+            _ => None,
+        };
+        let gradebook = match shared {
+            Some(gradebook) => gradebook,
+            None => {
+                let key = raw
+                    .assignment
+                    .gradebook_path
+                    .as_ref()
+                    .map(|p| base_dir.join(p));
+                let gradebook = gradebook_of(
+                    origin,
+                    "assignment",
+                    base_dir,
+                    raw.assignment.gradebook_path,
+                    raw.assignment.gradebook,
+                )?
+                .ok_or_else(|| JobFileError::Field {
+                    origin: origin.to_string(),
+                    field: "assignment.gradebook_path".into(),
+                    message: "missing: give `gradebook_path` or an inline `gradebook`".into(),
+                })?;
+                let gradebook = Arc::new(gradebook);
+                if let Some(key) = key {
+                    self.gradebooks.insert(key, gradebook.clone());
+                }
+                gradebook
+            }
+        };
+        let submission_gradebook = gradebook_of(
+            origin,
+            "submission",
+            base_dir,
+            raw.submission.gradebook_path,
+            raw.submission.gradebook,
+        )?;
+        Ok(Job {
+            lecture: raw.lecture,
+            assignment: raw.assignment.assignment,
+            submission: raw.submission.submission,
+            gradebook,
+            submission_gradebook,
+        })
+    }
 }
 
 fn gradebook_of(
@@ -183,6 +223,23 @@ mod tests {
         assert_eq!(job.assignment.settings.cell_timeout, Some(120));
         assert_eq!(job.submission.username, "alice");
         assert!(job.submission_gradebook.is_none());
+    }
+
+    #[test]
+    fn jobs_of_one_assignment_share_its_gradebook() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gb.json"), GB).unwrap();
+        let line = |id: u32| {
+            format!(
+                r#"{{"lecture": {{"code": "c"}}, "assignment": {{"id": 1, "name": "a", "gradebook_path": "gb.json"}},
+                   "submission": {{"id": {id}, "commit_hash": "abcd", "username": "u{id}"}}}}"#
+            )
+        };
+        let mut reader = JobReader::default();
+        let a = reader.parse(&line(1), dir.path(), "j:1").unwrap();
+        let b = reader.parse(&line(2), dir.path(), "j:2").unwrap();
+        assert!(Arc::ptr_eq(&a.gradebook, &b.gradebook));
+        assert_eq!(b.submission.id, 2);
     }
 
     #[test]

@@ -284,7 +284,9 @@ async fn a_freshly_generated_assignment_grades_like_the_release() {
 
     support::make_service_dir(&service, &["--students", "bob"]);
     let mut job = load_job(&service.join("jobs/bob.json")).unwrap();
-    job.gradebook = grader_model::gradebook::Gradebook::from_slice(generated.as_bytes()).unwrap();
+    job.gradebook = grader_model::gradebook::Gradebook::from_slice(generated.as_bytes())
+        .unwrap()
+        .into();
     let out = executor(&service, &convert, Duration::from_secs(300))
         .autograde(&job, CancellationToken::new())
         .await;
