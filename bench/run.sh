@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Every benchmark of grader, in one command (project issue 7; method: bench/README.md):
+#
+#   bash bench/run.sh
+#
+# 1. builds `grader` and `grader-bench` in release,
+# 2. sets up the grading tool (scripts/setup-venv.sh) and the test control plane
+#    (e2e/control-plane/build.sh; both are no-ops when done before),
+# 3. runs `grader-bench local-overhead`, `kube-latency` and `batch`, and the criterion bench
+#    of the pure utilities (`cargo bench -p grader-model --bench model`),
+# 4. writes bench/results/RESULTS.md: the machine, the command and every table (each
+#    measurement also leaves <name>.json and <name>.md in bench/results/).
+#
+# About 8 minutes on 2 cores once everything is built. Run it on an otherwise idle machine:
+# the load average is recorded next to every table.
+#
+# Environment (optional): BENCH_RUNS (local-overhead rounds, default 7), BENCH_NOOP_RUNS (15),
+# BENCH_SUBMISSIONS (batch size, 200), BENCH_CONCURRENCY (1,4,16), BENCH_INFLIGHT (200),
+# BENCH_SKIP_CRITERION=1.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="$root/bench/results"
+mkdir -p "$out"
+log() { printf 'bench/run.sh: %s\n' "$*" >&2; }
+started=$SECONDS
+
+log "building grader and grader-bench (release)"
+cargo build --release --quiet -p grader-bin -p grader-bench
+grader="$root/target/release/grader"
+bench="$root/target/release/grader-bench"
+
+log "setting up the grading tool"
+convert="$(bash scripts/setup-venv.sh | tail -n 1)"
+log "setting up the test control plane"
+paths="$(bash e2e/control-plane/build.sh)"
+while IFS= read -r line; do
+    case "$line" in
+        GRADER_KUBE_APISERVER=* | GRADER_ETCD=*) export "${line?}" ;;
+    esac
+done <<<"$paths"
+
+machine() {
+    local cpu mem
+    cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    mem="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "| | |"
+    echo "| --- | --- |"
+    echo "| CPUs (\`nproc\`) | $(nproc) |"
+    echo "| CPU model | ${cpu:-unknown} |"
+    echo "| memory | $mem |"
+    echo "| kernel | $(uname -sr) |"
+    echo "| rustc | $(rustc --version) |"
+    echo "| grading tool | grader-service 0.12.5 (\`$convert\`) |"
+    echo "| control plane | $(basename "${GRADER_KUBE_APISERVER:-kube-apiserver}"), $(basename "${GRADER_ETCD:-etcd}") |"
+    echo "| commit | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)') |"
+    echo "| date | $(date -u +%Y-%m-%dT%H:%MZ) |"
+    echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) |"
+}
+machine >"$out/machine.md"
+
+log "local overhead ($(uptime))"
+"$bench" --out "$out" local-overhead --grader "$grader" --convert "$convert" \
+    --runs "${BENCH_RUNS:-7}" --noop-runs "${BENCH_NOOP_RUNS:-15}" >/dev/null
+
+log "kubernetes completion latency and API requests ($(uptime))"
+"$bench" --out "$out" kube-latency >/dev/null
+
+log "batch throughput and memory ($(uptime))"
+"$bench" --out "$out" batch --grader "$grader" \
+    --submissions "${BENCH_SUBMISSIONS:-200}" --concurrency "${BENCH_CONCURRENCY:-1,4,16}" \
+    --kube-inflight "${BENCH_INFLIGHT:-200}" >/dev/null
+
+if [[ "${BENCH_SKIP_CRITERION:-}" != 1 ]]; then
+    log "criterion: pure utilities ($(uptime))"
+    cargo bench --quiet -p grader-model --bench model -- --warm-up-time 1 --measurement-time 3 \
+        >"$out/criterion.log" 2>&1
+    "$bench" --out "$out" criterion-summary --dir "$root/target/criterion" >/dev/null
+fi
+
+{
+    echo "## Benchmarks"
+    echo
+    echo "Reproduce with \`bash bench/run.sh\` (method: [bench/README.md](bench/README.md)); it took"
+    echo "$(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s here. Machine:"
+    echo
+    cat "$out/machine.md"
+    for name in local-overhead kube-latency batch criterion; do
+        if [[ -f "$out/$name.md" ]]; then
+            echo
+            # One level below the section heading.
+            sed 's/^### /#### /' "$out/$name.md"
+        fi
+    done
+} >"$out/RESULTS.md"
+log "done in $((SECONDS - started)) s: $out/RESULTS.md"

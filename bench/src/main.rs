@@ -1,0 +1,87 @@
+//! `grader-bench`: the measurements behind the numbers in the README (project issue 7).
+//!
+//! * `local-overhead`: `grader autograde` (local backend) against the bare `grader-convert`
+//!   run it wraps, on the same submission; the per-step breakdown from the outcome's timings.
+//! * `kube-latency`: on the test control plane, from a grading pod turning `Succeeded` in the
+//!   API server to the backend returning the outcome; API requests per graded submission.
+//! * `batch`: `grader batch` of many submissions with a trivial grading command, local and
+//!   kube backends: submissions per second and peak memory.
+//! * `criterion-summary`: the criterion results of `cargo bench -p grader-model` as a table.
+//!
+//! Every subcommand prints a markdown table and writes `<name>.json` and `<name>.md` to the
+//! output directory. `bench/run.sh` runs them all; `bench/README.md` explains the method.
+
+mod batch;
+mod cluster;
+mod counting;
+mod criterion_summary;
+mod kube_latency;
+mod local_overhead;
+mod proc;
+mod report;
+mod stats;
+mod workdir;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of grader.
+#[derive(Debug, Parser)]
+#[command(name = "grader-bench")]
+struct Cli {
+    /// Where results (`*.json`, `*.md`) are written.
+    #[arg(long, global = true, default_value = default_out())]
+    out: PathBuf,
+    /// The repository root (for `examples/make-service-dir.sh`).
+    #[arg(long, global = true, default_value = default_root())]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn default_root() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/..")
+}
+
+fn default_out() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/results")
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// `grader autograde` vs. the bare `grader-convert autograde` it wraps.
+    LocalOverhead(local_overhead::Args),
+    /// Completion latency and API requests of the kube backend on the test control plane.
+    KubeLatency(kube_latency::Args),
+    /// `grader batch` throughput and peak memory, local and kube backends.
+    Batch(batch::Args),
+    /// Table of the criterion results under a target directory.
+    CriterionSummary(criterion_summary::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRADER_BENCH_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    std::fs::create_dir_all(&cli.out)?;
+    let root = std::fs::canonicalize(&cli.root)?;
+    let out = std::fs::canonicalize(&cli.out)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::LocalOverhead(args) => local_overhead::run(&root, &out, args).await,
+            Command::KubeLatency(args) => kube_latency::run(&root, &out, args).await,
+            Command::Batch(args) => batch::run(&root, &out, args).await,
+            Command::CriterionSummary(args) => criterion_summary::run(&out, args),
+        }
+    })
+}
