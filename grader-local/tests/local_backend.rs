@@ -4,46 +4,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use grader_local::{GradingBackend, GradingTask, JobKind, LocalBackend};
-use grader_model::{Assignment, AssignmentSettings, Lecture, Submission};
+use grader_local::{GradingBackend, GradingTask, LocalBackend};
 use tokio_util::sync::CancellationToken;
 
 fn task(dir: &std::path::Path, max: Duration) -> GradingTask {
-    std::fs::create_dir_all(dir.join("in")).unwrap();
     std::fs::create_dir_all(dir.join("out")).unwrap();
-    GradingTask {
-        kind: JobKind::Autograde,
-        lecture: Lecture {
-            code: "cs101".into(),
-            extra: Default::default(),
-        },
-        assignment: Assignment {
-            id: 1,
-            name: "hw1".into(),
-            settings: AssignmentSettings {
-                cell_timeout: Some(7),
-                allowed_files: vec!["*.csv".into()],
-                ..Default::default()
-            },
-        },
-        submission: Submission {
-            id: 9,
-            commit_hash: "abcd".into(),
-            username: "u".into(),
-            edited: false,
-            auto_status: Default::default(),
-            manual_status: Default::default(),
-            feedback_status: Default::default(),
-            score_scaling: 1.0,
-        },
-        input_dir: dir.join("in"),
-        output_dir: dir.join("out"),
-        relative_input_dir: "in".into(),
-        relative_output_dir: "out".into(),
-        cell_timeout: 42,
-        max_grading_time: max,
-        resume: false,
-    }
+    support::task(dir, max)
 }
 
 #[tokio::test]

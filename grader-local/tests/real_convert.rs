@@ -23,16 +23,6 @@ fn executor(service: &Path, convert: &Path, max: Duration) -> Executor {
     )
 }
 
-fn git(args: &[&str]) -> String {
-    let out = Command::new("git").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn expected(service: &Path, username: &str) -> (f64, f64) {
     let text =
         std::fs::read_to_string(support::repo_root().join("examples/cs101/expected.json")).unwrap();
@@ -74,7 +64,7 @@ async fn grades_the_example_course_exactly() {
         let repo = service.join(format!("git/cs101/1/autograde/user/{user}"));
         let branch = format!("submission_{}", job.submission.commit_hash);
         assert_eq!(out.branch.as_deref(), Some(branch.as_str()));
-        let files = git(&[
+        let files = support::git(&[
             "--git-dir",
             repo.to_str().unwrap(),
             "ls-tree",
@@ -89,7 +79,7 @@ async fn grades_the_example_course_exactly() {
             "allowed_files are committed: {files:?}"
         );
         assert!(!files.contains(&"gradebook.json"), "{files:?}");
-        let graded = git(&[
+        let graded = support::git(&[
             "--git-dir",
             repo.to_str().unwrap(),
             "show",
@@ -107,33 +97,6 @@ async fn grades_the_example_course_exactly() {
     }
 }
 
-/// Commits the files of `src` as the only commit of a new bare repo for `user`.
-fn commit_student(service: &Path, user: &str, src: &Path) -> String {
-    let work = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(src).unwrap().flatten() {
-        std::fs::copy(entry.path(), work.path().join(entry.file_name())).unwrap();
-    }
-    let w = work.path().to_str().unwrap();
-    git(&["-c", "init.defaultBranch=main", "init", "-q", w]);
-    git(&["-C", w, "add", "."]);
-    git(&[
-        "-C",
-        w,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "submit",
-    ]);
-    let repo = service.join(format!("git/cs101/1/user/{user}"));
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&["init", "-q", "--bare", repo.to_str().unwrap()]);
-    git(&["-C", w, "push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
-    git(&["-C", w, "rev-parse", "HEAD"]).trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notebook_that_loops_forever_is_killed_at_max_grading_time() {
     let Some(convert) = support::grader_convert("a_notebook_that_loops_forever_is_killed") else {
@@ -143,7 +106,7 @@ async fn a_notebook_that_loops_forever_is_killed_at_max_grading_time() {
     let service = dir.path();
     support::make_service_dir(service, &[]);
     let loop_src = support::repo_root().join("examples/cs101/special/loop");
-    let commit = commit_student(service, "loopy", &loop_src);
+    let commit = support::commit_student(service, "loopy", &loop_src);
     let mut job = load_job(&service.join("jobs/alice.json")).unwrap();
     job.submission.username = "loopy".into();
     job.submission.id = 900;

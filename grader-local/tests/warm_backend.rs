@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use grader_local::job_file::load_job;
 use grader_local::warm::{WarmBackend, WarmError, WarmServer, python_of};
 use grader_local::{
-    Executor, ExecutorConfig, GradingBackend, GradingTask, JobKind, LocalBackend, Outcome,
-    ProcessGit, Status, process_tree,
+    Executor, ExecutorConfig, GradingBackend, LocalBackend, Outcome, ProcessGit, Status,
+    process_tree,
 };
-use grader_model::{AssignmentSettings, AutoStatus};
+use grader_model::AutoStatus;
 use tokio_util::sync::CancellationToken;
 
 /// A server for the real tool, in its own work dir (not under the service dir, so that the
@@ -35,16 +35,6 @@ fn executor(service: &Path, backend: Arc<dyn GradingBackend>, max: Duration) -> 
     let mut config = ExecutorConfig::new(service);
     config.max_grading_time = max;
     Executor::new(config, Arc::new(ProcessGit::new("git")), backend)
-}
-
-fn git(args: &[&str]) -> String {
-    let out = Command::new("git").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// username -> (score, max_score) from the service dir's `expected.jsonl`.
@@ -81,7 +71,7 @@ fn assert_graded(out: &Outcome, user: &str, expected: (f64, f64)) {
 /// Files committed on `branch` of the autograde repository of `user`.
 fn committed(service: &Path, user: &str, branch: &str) -> Vec<String> {
     let repo = service.join(format!("git/cs101/1/autograde/user/{user}"));
-    git(&[
+    support::git(&[
         "--git-dir",
         repo.to_str().unwrap(),
         "ls-tree",
@@ -92,33 +82,6 @@ fn committed(service: &Path, user: &str, branch: &str) -> Vec<String> {
     .lines()
     .map(str::to_owned)
     .collect()
-}
-
-/// Commits the files of `src` as the only commit of a new bare repo for `user`.
-fn commit_student(service: &Path, user: &str, src: &Path) -> String {
-    let work = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(src).unwrap().flatten() {
-        std::fs::copy(entry.path(), work.path().join(entry.file_name())).unwrap();
-    }
-    let w = work.path().to_str().unwrap();
-    git(&["-c", "init.defaultBranch=main", "init", "-q", w]);
-    git(&["-C", w, "add", "."]);
-    git(&[
-        "-C",
-        w,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "submit",
-    ]);
-    let repo = service.join(format!("git/cs101/1/user/{user}"));
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&["init", "-q", "--bare", repo.to_str().unwrap()]);
-    git(&["-C", w, "push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
-    git(&["-C", w, "rev-parse", "HEAD"]).trim().to_string()
 }
 
 /// Processes whose working directory or command line is under `dir`.
@@ -158,7 +121,7 @@ fn strays_under(dir: &Path) -> Vec<String> {
 
 /// A loopy submission (never-ending `total_value`) as submission `id` of user `loopy`.
 fn loopy_job(service: &Path, id: u64) -> grader_local::Job {
-    let commit = commit_student(
+    let commit = support::commit_student(
         service,
         &format!("loopy{id}"),
         &support::repo_root().join("examples/cs101/special/loop"),
@@ -321,7 +284,7 @@ async fn the_assignment_settings_reach_the_tool() {
         std::fs::copy(bob.join(f), src.path().join(f)).unwrap();
     }
     std::fs::write(src.path().join("notes.txt"), "my notes\n").unwrap();
-    let commit = commit_student(service, "noted", src.path());
+    let commit = support::commit_student(service, "noted", src.path());
     let mut job = load_job(&service.join("jobs/bob.json")).unwrap();
     job.submission.username = "noted".into();
     job.submission.id = 77;
@@ -348,51 +311,13 @@ async fn the_assignment_settings_reach_the_tool() {
     assert!(files.contains(&"notes.txt".to_string()), "{files:?}");
 }
 
-fn task(dir: &Path, max: Duration) -> GradingTask {
-    std::fs::create_dir_all(dir.join("in")).unwrap();
-    GradingTask {
-        kind: JobKind::Autograde,
-        lecture: grader_model::Lecture {
-            code: "cs101".into(),
-            extra: Default::default(),
-        },
-        assignment: grader_model::Assignment {
-            id: 1,
-            name: "hw1".into(),
-            settings: AssignmentSettings {
-                cell_timeout: Some(7),
-                allowed_files: vec!["*.csv".into()],
-                ..Default::default()
-            },
-        },
-        submission: grader_model::Submission {
-            id: 9,
-            commit_hash: "abcd".into(),
-            username: "u".into(),
-            edited: false,
-            auto_status: Default::default(),
-            manual_status: Default::default(),
-            feedback_status: Default::default(),
-            score_scaling: 1.0,
-        },
-        input_dir: dir.join("in"),
-        // Missing on purpose where a test wants the tool to fail.
-        output_dir: dir.join("out"),
-        relative_input_dir: "in".into(),
-        relative_output_dir: "out".into(),
-        cell_timeout: 42,
-        max_grading_time: max,
-        resume: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_tool_fails_exactly_like_the_local_backend() {
     let Some(convert) = support::grader_convert("warm: a_failing_tool_fails_like_local") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let t = task(dir.path(), Duration::from_secs(120));
+    let t = support::task(dir.path(), Duration::from_secs(120));
     let (_work, server) = start_server(&convert).await;
     let warm = WarmBackend::new(server, 1 << 20)
         .run(&t, CancellationToken::new())

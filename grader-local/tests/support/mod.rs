@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use grader_local::{GradingTask, JobKind};
+use grader_model::{Assignment, AssignmentSettings, Lecture, Submission};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -85,4 +89,82 @@ pub fn processes_with(needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Runs git with `args`, panicking with its stderr when it fails; returns stdout.
+pub fn git(args: &[&str]) -> String {
+    let out = Command::new("git").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Commits the files of `src` as the only commit of a new bare repo for `user` of
+/// cs101/1 in `service`; returns the commit.
+pub fn commit_student(service: &Path, user: &str, src: &Path) -> String {
+    let work = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(src).unwrap().flatten() {
+        std::fs::copy(entry.path(), work.path().join(entry.file_name())).unwrap();
+    }
+    let w = work.path().to_str().unwrap();
+    git(&["-c", "init.defaultBranch=main", "init", "-q", w]);
+    git(&["-C", w, "add", "."]);
+    git(&[
+        "-C",
+        w,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "submit",
+    ]);
+    let repo = service.join(format!("git/cs101/1/user/{user}"));
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&["init", "-q", "--bare", repo.to_str().unwrap()]);
+    git(&["-C", w, "push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
+    git(&["-C", w, "rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// A task for backend tests: input `dir/in` (created), output `dir/out` (not created, so a
+/// test can leave it missing), cell timeout 42, assignment cell timeout 7, `*.csv` allowed.
+pub fn task(dir: &Path, max: Duration) -> GradingTask {
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    GradingTask {
+        kind: JobKind::Autograde,
+        lecture: Lecture {
+            code: "cs101".into(),
+            extra: Default::default(),
+        },
+        assignment: Assignment {
+            id: 1,
+            name: "hw1".into(),
+            settings: AssignmentSettings {
+                cell_timeout: Some(7),
+                allowed_files: vec!["*.csv".into()],
+                ..Default::default()
+            },
+        },
+        submission: Submission {
+            id: 9,
+            commit_hash: "abcd".into(),
+            username: "u".into(),
+            edited: false,
+            auto_status: Default::default(),
+            manual_status: Default::default(),
+            feedback_status: Default::default(),
+            score_scaling: 1.0,
+        },
+        input_dir: dir.join("in"),
+        output_dir: dir.join("out"),
+        relative_input_dir: "in".into(),
+        relative_output_dir: "out".into(),
+        cell_timeout: 42,
+        max_grading_time: max,
+        resume: false,
+    }
 }
