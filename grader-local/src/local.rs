@@ -32,6 +32,13 @@ pub const PASSED_ENV: &[&str] = &[
     "JUPYTER_RUNTIME_DIR",
 ];
 
+/// The [`PASSED_ENV`] variables that are set in `grader`'s environment, with their values.
+pub fn passed_env() -> impl Iterator<Item = (&'static str, std::ffi::OsString)> {
+    PASSED_ENV
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (*k, v)))
+}
+
 /// Runs `{convert_executable} autograde -i IN -o OUT -p *.ipynb --ExecutePreprocessor.timeout=N`
 /// (or `generate_feedback ...`) with `ASSIGNMENT_SETTINGS` set, as its own process group.
 #[derive(Debug, Clone)]
@@ -82,11 +89,7 @@ impl GradingBackend for LocalBackend {
         let mut cmd = Command::new(&self.executable);
         cmd.args(&args)
             .env_clear()
-            .envs(
-                PASSED_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-            )
+            .envs(passed_env())
             .env("ASSIGNMENT_SETTINGS", task.settings_json())
             .current_dir(&task.input_dir)
             .stdin(Stdio::null())

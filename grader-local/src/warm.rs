@@ -25,7 +25,7 @@ use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask};
-use crate::local::PASSED_ENV;
+use crate::local::passed_env;
 use crate::logs::LogBuffer;
 use crate::process_tree;
 
@@ -142,7 +142,7 @@ impl WarmServer {
     /// directory (mode 0700) under `work_dir`, and waits up to [`READY_TIMEOUT`] for it to have
     /// imported the tool.
     ///
-    /// The server gets the environment the local backend gives the tool ([`PASSED_ENV`]), so
+    /// The server gets the environment the local backend gives the tool ([`crate::local::PASSED_ENV`]), so
     /// what the tool reads at import time is what it would read in a normal run. Blocks; call it
     /// from `spawn_blocking` in async code.
     pub fn start(python: &Path, work_dir: &Path) -> Result<WarmServer, WarmError> {
@@ -190,11 +190,7 @@ impl WarmServer {
                 .arg("--argv0")
                 .arg(&tool)
                 .env_clear()
-                .envs(
-                    PASSED_ENV
-                        .iter()
-                        .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-                )
+                .envs(passed_env())
                 .current_dir(&dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -532,9 +528,8 @@ impl GradingBackend for WarmBackend {
             )));
         };
         // The local backend's environment policy; JSON carries only UTF-8 values.
-        let mut env: BTreeMap<&str, String> = PASSED_ENV
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)))
+        let mut env: BTreeMap<&str, String> = passed_env()
+            .filter_map(|(k, v)| v.into_string().ok().map(|v| (k, v)))
             .collect();
         env.insert("ASSIGNMENT_SETTINGS", task.settings_json());
         let log = self.server.new_log().map_err(|e| {
