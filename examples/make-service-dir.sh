@@ -202,6 +202,7 @@ with open(tsv) as f:
                     "student": student,
                     "commit_hash": commit,
                     "tip_commit_hash": tip,
+                    # None for a submission that cannot be graded (special/crash).
                     "score": scores[student]["score"],
                     "max_score": scores[student]["max_score"],
                 }

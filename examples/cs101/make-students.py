@@ -8,7 +8,7 @@ in JupyterLab. Cells a student did not answer keep the released stub.
 
 Usage: make-students.py COURSE_DIR      (COURSE_DIR = examples/cs101)
 
-Writes COURSE_DIR/students/<name>/{hw1.ipynb,data.csv} and COURSE_DIR/special/loop/...
+Writes COURSE_DIR/students/<name>/{hw1.ipynb,data.csv} and COURSE_DIR/special/{loop,crash}/...
 Only the standard library is used.
 """
 
@@ -99,7 +99,18 @@ def total_value(rows):
         pass''',
 )
 
-SPECIAL = {"loop": LOOP}
+# Test-only: the most_expensive answer kills the grading tool (the kernel's parent process),
+# as a crashing tool would; the job fails with "signal: 9 (SIGKILL)" and has no score.
+CRASH = dict(
+    ALICE,
+    most_expensive='''\
+import os
+import signal
+
+os.kill(os.getppid(), signal.SIGKILL)''',
+)
+
+SPECIAL = {"loop": LOOP, "crash": CRASH}
 
 
 def as_lines(text):

@@ -6,6 +6,7 @@
 #   students/*/, special/ make-students.py: the release notebook with each student's answers
 #   expected.json         score and max_score per student, from a real grader-convert autograde
 #   special/loop/expected.json  the same for the endless-loop notebook (run with a 5 s timeout)
+#   special/crash/expected.json no score: the notebook kills the grading tool
 #
 # Usage: examples/cs101/regenerate.sh
 # Environment: GRADER_CONVERT=/path/to/grader-convert to skip scripts/setup-venv.sh.
@@ -84,6 +85,9 @@ mv "$work/expected.json" "$here/expected.json"
 
 loop_result="$(autograde "$here/special/loop" 5)"
 printf '{\n  "loop": %s,\n  "cell_timeout": 5\n}\n' "$loop_result" >"$here/special/loop/expected.json"
+# special/crash kills the tool, so it has no score (the tests check the failure itself).
+printf '{\n  "crash": {"score": null, "max_score": null, "error": "signal: 9 (SIGKILL)"}\n}\n' \
+    >"$here/special/crash/expected.json"
 
 log "expected scores:"
 cat "$here/expected.json" >&2
