@@ -49,7 +49,7 @@ struct GraderRun {
     overhead_ms: f64,
     /// wall − duration_ms: process start, configuration, backend start, job file, output.
     outside_pipeline_ms: f64,
-    /// From spawning `grader` to its log line "warm grading server started".
+    /// From spawning `grader` to its log line "warm grading worker ready".
     warm_server_ms: Option<f64>,
     peak_rss_kib: u64,
 }
@@ -124,9 +124,9 @@ struct Results {
     noop_runs: usize,
     load_before: String,
     load_after: String,
-    /// The real tool as a plain child process (`warm_convert = false`).
+    /// The real tool as a plain child process (the default).
     plain: Mode,
-    /// The real tool through the warm fork server (the default, `warm_convert = true`).
+    /// The real tool on a warm worker (`local.warm_workers = 1`).
     warm: Mode,
     bare: Vec<BareRun>,
     bare_wall: Summary,
@@ -191,7 +191,7 @@ impl Setup<'_> {
             .unwrap_or(f64::NAN);
         let warm_server_ms = log_time(
             &self.logs.join(format!("{name}.stderr")),
-            "warm grading server started",
+            "warm grading worker ready",
         )
         .and_then(|t| t.duration_since(spawned).ok())
         .map(|d| d.as_secs_f64() * 1000.0);
@@ -346,9 +346,9 @@ pub async fn run(root: &Path, out: &Path, args: Args) -> anyhow::Result<()> {
         )?;
         Ok(path)
     };
-    let plain_config = config("grader-plain.toml", &convert, "warm_convert = false\n")?;
-    let warm_config = config("grader-warm.toml", &convert, "")?;
-    let noop_config = config("grader-noop.toml", &noop, "warm_convert = false\n")?;
+    let plain_config = config("grader-plain.toml", &convert, "")?;
+    let warm_config = config("grader-warm.toml", &convert, "[local]\nwarm_workers = 1\n")?;
+    let noop_config = config("grader-noop.toml", &noop, "")?;
     let setup = Setup {
         grader: &grader,
         service: service.clone(),
@@ -423,7 +423,7 @@ fn markdown(r: &Results) -> String {
     );
     row(
         &mut t,
-        "`grader autograde`, plain process (`warm_convert = false`), wall time",
+        "`grader autograde`, plain process (default), wall time",
         &plain.wall,
     );
     blank(
@@ -462,7 +462,7 @@ fn markdown(r: &Results) -> String {
     );
     row(
         &mut t,
-        "`grader autograde`, default (`warm_convert = true`), wall time",
+        "`grader autograde`, one warm worker (`local.warm_workers = 1`), wall time",
         &warm.wall,
     );
     blank(
@@ -472,7 +472,7 @@ fn markdown(r: &Results) -> String {
     );
     row(
         &mut t,
-        "  start of the warm server (spawn → \"warm grading server started\")",
+        "  start of the warm worker (spawn → \"warm grading worker ready\")",
         &warm.warm_server,
     );
     row(
@@ -520,15 +520,16 @@ fn markdown(r: &Results) -> String {
     format!(
         "### Local overhead\n\n\
          Submission {} ({}, cs101/hw1, expected score {}); {} rounds, each running bare \
-         `grader-convert`, `grader autograde` with a plain process and `grader autograde` with \
-         the default warm server once, in rotating order, after one warm-up run of each; no-op \
+         `grader-convert`, `grader autograde` with a plain process (the default) and `grader autograde` with \
+         one warm worker once, in rotating order, after one warm-up run of each; no-op \
          tool: {} rounds. Load average before / after: {} / {}.\n\n{}\n\
          Plain process: overhead **{:.1} ms = {:.2}%** of the bare run (median of grader wall − \
          `grading_ms` over the median bare wall time; targets < 50 ms: {}, < 5%: {}); ratio of \
          the medians {:.3} (the grading tool's own spread: bare runs ranged over {:.0} ms). \
-         Default (warm server): {:+.0} ms against the bare run for a single submission \
-         (ratio {:.3}); the server's start replaces the tool's import, and every further \
-         submission of a batch costs only a forked run ({:.0} ms here instead of {:.0} ms). \
+         One warm worker: {:+.0} ms against the bare run for a single submission \
+         (ratio {:.3}); the worker's start replaces the tool's import, and every further \
+         submission of a batch costs only a forked run ({:.0} ms here instead of {:.0} ms; \
+         see the warm worker benchmark). \
          Peak RSS of `grader` (plain): {:.1} MiB.\n",
         r.submission_id,
         r.student,

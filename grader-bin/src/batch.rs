@@ -282,6 +282,7 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
         });
     }
     pb.finish_and_clear();
+    exec.shutdown().await;
     summary.finish(&finished, started.elapsed().as_secs_f64());
     let summary_path = args.results.join("summary.json");
     write_atomically(

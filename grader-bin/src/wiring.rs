@@ -9,7 +9,7 @@ use grader_config::{Backend, ConfigLoader, GraderConfig, Loaded, Overrides};
 use grader_local::job_file::load_job;
 use grader_local::{
     CellTimeouts, Executor, ExecutorConfig, GradingBackend, JobKind, LocalBackend, Outcome,
-    ProcessGit, WarmBackend, WarmServer,
+    PoolSettings, ProcessGit, WarmBackend,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -69,31 +69,23 @@ pub fn executor_config(cfg: &GraderConfig) -> Result<ExecutorConfig, Usage> {
 pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
     let log_cap = usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX);
     match cfg.backend {
-        Backend::Local if cfg.warm_convert => {
-            let tool = cfg.convert_executable.clone();
-            let started = tokio::task::spawn_blocking(move || {
-                WarmServer::start_for_tool(&tool, &std::env::temp_dir())
-            })
+        Backend::Local if cfg.local.warm_workers > 0 => {
+            let l = &cfg.local;
+            let settings = PoolSettings {
+                workers: l.warm_workers as usize,
+                recycle_after_jobs: l.warm_recycle_after,
+                max_rss_growth: l.warm_max_rss_growth_mib.saturating_mul(1024 * 1024),
+                ..PoolSettings::default()
+            };
+            let backend = WarmBackend::start(
+                &cfg.convert_executable,
+                settings,
+                Duration::from_secs(l.warm_start_timeout),
+                &std::env::temp_dir(),
+                log_cap,
+            )
             .await;
-            match started {
-                Ok(Ok(server)) => {
-                    tracing::info!(pid = server.pid(), "warm grading server started");
-                    Ok(Arc::new(WarmBackend::new(Arc::new(server), log_cap)))
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(
-                        error = %e,
-                        "no warm grading server (warm_convert); running the grading tool as a plain process"
-                    );
-                    Ok(Arc::new(LocalBackend::new(
-                        cfg.convert_executable.to_string_lossy(),
-                        log_cap,
-                    )))
-                }
-                Err(e) => Err(Usage(anyhow::anyhow!(
-                    "starting the warm grading server: {e}"
-                ))),
-            }
+            Ok(Arc::new(backend))
         }
         Backend::Local => Ok(Arc::new(LocalBackend::new(
             cfg.convert_executable.to_string_lossy(),
@@ -150,6 +142,7 @@ pub async fn grade_one(cli: &Cli, args: &GradeArgs, kind: JobKind) -> Result<Exi
         .with_context(|| format!("job file {}", args.job.display()))?;
     let cancel = interrupt_token();
     let outcome = exec.run(&job, kind, cancel.clone()).await;
+    exec.shutdown().await;
     let text = outcome_json(&outcome);
     match &args.output {
         Some(path) => std::fs::write(path, text + "\n")

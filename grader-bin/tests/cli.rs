@@ -113,17 +113,17 @@ fn autograde_one_job_prints_the_outcome() {
     }
     assert_eq!(outcome["status"], "automatically_graded");
     assert_eq!(
-        outcome["backend"], "local-warm",
-        "warm_convert is on by default"
+        outcome["backend"], "local",
+        "warm workers are off by default"
     );
     assert_eq!(outcome["score"], exp["score"]);
     assert_eq!(outcome["max_score"], exp["max_score"]);
 
-    // The same job as a plain process gives the same result.
+    // The same job on a warm worker gives the same result.
     let out = grader()
         .arg("--config")
         .arg(&config)
-        .args(["--set", "warm_convert=false", "autograde", "--job"])
+        .args(["--set", "local.warm_workers=1", "autograde", "--job"])
         .arg(dir.path().join("jobs/bob.json"))
         .output()
         .unwrap();
@@ -133,43 +133,62 @@ fn autograde_one_job_prints_the_outcome() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let plain: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plain["backend"], "local");
-    assert_eq!(plain["score"], exp["score"]);
+    let warm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(warm["backend"], "local-warm");
+    assert_eq!(warm["score"], exp["score"]);
+    assert_eq!(warm["gradebook"], outcome["gradebook"]);
 }
 
 #[test]
-fn batch_with_concurrency_four_grades_every_submission_exactly() {
+fn batch_with_concurrency_four_grades_every_submission_exactly_cold_and_warm() {
     let Some(convert) = grader_convert("batch_with_concurrency_four") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = course(dir.path(), &convert, &[]);
-    let results = dir.path().join("results");
-    let out = grader()
-        .arg("--config")
-        .arg(&config)
-        .arg("batch")
-        .arg(dir.path().join("jobs.jsonl"))
-        .args(["--concurrency", "4", "--results"])
-        .arg(&results)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("4 graded, 0 failed"), "{stderr}");
-    for exp in expected(dir.path()) {
-        let id = exp["submission_id"].as_u64().unwrap();
-        let text = std::fs::read_to_string(results.join(format!("submission_{id}.json"))).unwrap();
-        let o: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(o["status"], "automatically_graded", "#{id}");
-        assert_eq!(o["score"], exp["score"], "#{id}");
-    }
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(results.join("summary.json")).unwrap())
+    let mut gradebooks = vec![];
+    for (mode, set, backend) in [
+        ("cold", "local.warm_workers=0", "local"),
+        ("warm", "local.warm_workers=2", "local-warm"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = course(dir.path(), &convert, &[]);
+        let results = dir.path().join("results");
+        let out = grader()
+            .arg("--config")
+            .arg(&config)
+            .args(["--set", set, "batch"])
+            .arg(dir.path().join("jobs.jsonl"))
+            .args(["--concurrency", "4", "--results"])
+            .arg(&results)
+            .output()
             .unwrap();
-    assert_eq!(summary["graded"], 4);
-    assert_eq!(summary["score_max"], 6.0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {stderr}");
+        assert!(stderr.contains("4 graded, 0 failed"), "{mode}: {stderr}");
+        let mut books = vec![];
+        for exp in expected(dir.path()) {
+            let id = exp["submission_id"].as_u64().unwrap();
+            let text =
+                std::fs::read_to_string(results.join(format!("submission_{id}.json"))).unwrap();
+            let o: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(o["status"], "automatically_graded", "{mode} #{id}");
+            assert_eq!(o["score"], exp["score"], "{mode} #{id}");
+            assert_eq!(o["backend"], backend, "{mode} #{id}");
+            books.push(o["gradebook"].clone());
+        }
+        gradebooks.push(books);
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(results.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["graded"], 4);
+        assert_eq!(summary["score_max"], 6.0);
+    }
+    assert_eq!(
+        gradebooks[0], gradebooks[1],
+        "warm and cold gradebooks differ"
+    );
+    // The workers exited with grader.
+    let workers = orphaned_warm_workers();
+    assert!(workers.is_empty(), "warm workers left: {workers:?}");
 }
 
 #[test]
@@ -305,6 +324,47 @@ fn slug_prints_the_slug_and_refuses_bad_parameters() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("limit"));
+}
+
+/// Warm workers whose parent is not a running `grader` (other tests may run theirs), after
+/// giving exiting ones a moment.
+fn orphaned_warm_workers() -> Vec<String> {
+    let scan = || {
+        let mut found = vec![];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmd = std::fs::read(entry.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .unwrap_or_default();
+            if !cmd.contains("grader_warm_worker") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .unwrap_or("0")
+                .to_string();
+            let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+            if parent.trim() != "grader" {
+                found.push(format!(
+                    "{}: parent {ppid} ({})",
+                    entry.file_name().to_string_lossy(),
+                    parent.trim()
+                ));
+            }
+        }
+        found
+    };
+    let mut left = scan();
+    for _ in 0..20 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = scan();
+    }
+    left
 }
 
 /// Processes whose working directory is under `dir`.

@@ -790,6 +790,7 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
         ("max_grading_time", c.max_grading_time),
         ("log_cap_bytes", c.log_cap_bytes),
         ("kube.poll_interval", c.kube.poll_interval),
+        ("local.warm_start_timeout", c.local.warm_start_timeout),
     ] {
         if value == 0 {
             return Err(ctx.invalid(key, "must be greater than 0"));
@@ -812,6 +813,17 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
             format!(
                 "must differ from relative_input_path (both are {:?})",
                 c.relative_input_path.display().to_string()
+            ),
+        ));
+    }
+
+    if c.local.warm_workers > crate::model::MAX_WARM_WORKERS {
+        return Err(ctx.invalid(
+            "local.warm_workers",
+            format!(
+                "must be at most {}, found {}",
+                crate::model::MAX_WARM_WORKERS,
+                c.local.warm_workers
             ),
         ));
     }

@@ -85,13 +85,11 @@ pub struct GraderConfig {
     /// Keep a job's work directory after it finishes (for debugging) instead
     /// of deleting it.
     pub keep_workdirs: bool,
-    /// Local backend: run the grading tool through a warm fork server that
-    /// imports it once (about 3.5 s saved per submission); falls back to a
-    /// plain process when the tool is not a Python console script.
-    pub warm_convert: bool,
     /// Where grading runs: `local` (a local process) or `kube` (a pod in
     /// Kubernetes).
     pub backend: Backend,
+    /// Settings of the local backend (`[local]` table).
+    pub local: LocalConfig,
     /// Settings of the Kubernetes backend (`[kube]` table); read but unused
     /// when `backend = "local"`.
     pub kube: KubeConfig,
@@ -111,8 +109,8 @@ impl Default for GraderConfig {
             max_grading_time: DEFAULT_MAX_GRADING_TIME,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             keep_workdirs: false,
-            warm_convert: true,
             backend: Backend::default(),
+            local: LocalConfig::default(),
             kube: KubeConfig::default(),
         }
     }
@@ -242,6 +240,44 @@ impl FromStr for ImagePullPolicy {
                 value: s.to_owned(),
                 allowed: ImagePullPolicy::NAMES,
             }),
+        }
+    }
+}
+
+/// Default for [`LocalConfig::warm_recycle_after`].
+pub const DEFAULT_WARM_RECYCLE_AFTER: u64 = 100;
+/// Default for [`LocalConfig::warm_max_rss_growth_mib`].
+pub const DEFAULT_WARM_MAX_RSS_GROWTH_MIB: u64 = 512;
+/// Default for [`LocalConfig::warm_start_timeout`], in seconds.
+pub const DEFAULT_WARM_START_TIMEOUT: u64 = 60;
+/// Most warm workers [`LocalConfig::warm_workers`] may ask for.
+pub const MAX_WARM_WORKERS: u32 = 256;
+
+/// Settings of the local backend (the `[local]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Warm workers that import the grading tool once and fork a child per
+    /// job; 0 runs the tool as a plain process per job. Jobs beyond this many
+    /// wait for a free worker.
+    pub warm_workers: u32,
+    /// Replace a warm worker after this many jobs (0: never).
+    pub warm_recycle_after: u64,
+    /// Replace a warm worker whose resident memory grew by more than this
+    /// many MiB since it started (0: never).
+    pub warm_max_rss_growth_mib: u64,
+    /// Seconds a warm worker may take to import the tool; past it, jobs run
+    /// as plain processes.
+    pub warm_start_timeout: u64,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            warm_workers: 0,
+            warm_recycle_after: DEFAULT_WARM_RECYCLE_AFTER,
+            warm_max_rss_growth_mib: DEFAULT_WARM_MAX_RSS_GROWTH_MIB,
+            warm_start_timeout: DEFAULT_WARM_START_TIMEOUT,
         }
     }
 }

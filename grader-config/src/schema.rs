@@ -60,7 +60,7 @@ pub fn env_var_for(key: &str) -> String {
 }
 
 /// The typed tables (sections); every other key is a leaf in [`KEYS`].
-pub const SECTIONS: &[&str] = &["kube", "kube.resources"];
+pub const SECTIONS: &[&str] = &["local", "kube", "kube.resources"];
 
 use KeyKind::{List, Scalar, Table, Text};
 
@@ -133,16 +133,34 @@ pub const KEYS: &[KeyInfo] = &[
         kind: Scalar,
     },
     KeyInfo {
-        key: "warm_convert",
-        ty: "boolean",
-        doc: "Local backend: run the grading tool through a warm fork server that imports it once (saves about 3.5 s per submission); falls back to a plain process when the tool is not a Python console script.",
-        kind: Scalar,
-    },
-    KeyInfo {
         key: "backend",
         ty: "`local` or `kube`",
         doc: "Where grading runs: a local process or a Kubernetes pod.",
         kind: Text,
+    },
+    KeyInfo {
+        key: "local.warm_workers",
+        ty: "integer",
+        doc: "Warm workers that import the grading tool once and fork a fresh child per job (0: a plain process per job). Jobs beyond this many wait for a free worker. At most 256.",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "local.warm_recycle_after",
+        ty: "integer (jobs)",
+        doc: "Replace a warm worker after this many jobs (0: never).",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "local.warm_max_rss_growth_mib",
+        ty: "integer (MiB)",
+        doc: "Replace a warm worker whose resident memory grew by more than this since it started (0: never).",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "local.warm_start_timeout",
+        ty: "integer (seconds)",
+        doc: "How long a warm worker may take to import the tool; jobs run as plain processes when no worker starts. Greater than 0.",
+        kind: Scalar,
     },
     KeyInfo {
         key: "kube.context",

@@ -407,3 +407,68 @@ fn errors_have_no_panics_on_odd_input() {
         assert!(err.to_string().contains(&f.display().to_string()), "{err}");
     }
 }
+
+#[test]
+fn the_local_table_is_read_and_checked_like_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "[local]\nwarm_workers = 2\nwarm_recycle_after = 0\n",
+    );
+    let loaded = ConfigLoader::new()
+        .files([&f])
+        .env_vars([("GRADER_LOCAL__WARM_MAX_RSS_GROWTH_MIB", "64")])
+        .load()
+        .unwrap();
+    let local = &loaded.config.local;
+    assert_eq!(
+        (
+            local.warm_workers,
+            local.warm_recycle_after,
+            local.warm_max_rss_growth_mib
+        ),
+        (2, 0, 64)
+    );
+    assert_eq!(
+        local.warm_start_timeout, 60,
+        "unset keys keep their defaults"
+    );
+
+    let (err, f, _d) = file_error("[local]\nwarm_worker = 2\n");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "unknown key `local.warm_worker` in file {}",
+            f.display()
+        )) && msg.contains("warm_workers"),
+        "{msg}"
+    );
+    let err = env_error(&[("GRADER_LOCAL__WARM_WORKERS", "1000")]);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("local.warm_workers")
+            && msg.contains("GRADER_LOCAL__WARM_WORKERS")
+            && msg.contains("at most 256, found 1000"),
+        "{msg}"
+    );
+    let err = env_error(&[("GRADER_LOCAL__WARM_WORKERS", "two")]);
+    assert!(
+        err.to_string().contains("GRADER_LOCAL__WARM_WORKERS"),
+        "{err}"
+    );
+    let err = ConfigLoader::new()
+        .overrides(
+            Overrides::new()
+                .set_assignment("local.warm_start_timeout=0", "--set")
+                .unwrap(),
+        )
+        .load()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("local.warm_start_timeout")
+            && msg.contains("greater than 0")
+            && msg.contains("--set"),
+        "{msg}"
+    );
+}

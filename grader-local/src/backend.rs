@@ -121,6 +121,10 @@ pub trait GradingBackend: Send + Sync {
         false
     }
 
+    /// Lets go of what the backend keeps between jobs (warm workers, watches) once no more
+    /// jobs will come.
+    async fn shutdown(&self) {}
+
     /// Runs the tool for `task` and waits for it to end.
     async fn run(
         &self,

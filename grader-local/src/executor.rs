@@ -263,6 +263,12 @@ impl Executor {
         self.backend.name()
     }
 
+    /// Shuts the backend down once no more jobs will be run (see
+    /// [`GradingBackend::shutdown`]).
+    pub async fn shutdown(&self) {
+        self.backend.shutdown().await;
+    }
+
     /// Checks a job without touching the disk and returns its paths.
     pub fn check(&self, job: &Job, kind: JobKind) -> Result<JobPaths, JobError> {
         let prefix = match kind {

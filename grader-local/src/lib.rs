@@ -16,4 +16,4 @@ pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, Jo
 pub use executor::{CellTimeouts, Executor, ExecutorConfig, Job, JobError, Outcome, Status};
 pub use git::{Git, ProcessGit};
 pub use local::LocalBackend;
-pub use warm::{WarmBackend, WarmError, WarmServer};
+pub use warm::{PoolSettings, WarmBackend, WarmError, WarmPool};

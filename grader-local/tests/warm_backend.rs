@@ -1,34 +1,47 @@
-//! The warm backend with the real grading tool: same scores as the tool gives, concurrent runs
-//! through one server, the time limit, cancellation, the assignment settings, a dead server,
-//! and readable errors. Plus an ignored measurement against the local backend.
+//! The warm backend with the real grading tool: a warm run gives the gradebook, outcome and
+//! committed files of a cold run (the example course, an endless loop, a crashing tool), the
+//! time limit and cancellation kill the job and not its worker, the assignment settings
+//! reach the tool, failures read like the local backend's, and the tool's import leaves
+//! nothing a fork would share.
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grader_local::job_file::load_job;
-use grader_local::warm::{WarmBackend, WarmError, WarmServer, python_of};
+use grader_local::warm::{PoolSettings, WarmBackend, python_of};
 use grader_local::{
-    Executor, ExecutorConfig, GradingBackend, LocalBackend, Outcome, ProcessGit, Status,
+    Executor, ExecutorConfig, GradingBackend, Job, LocalBackend, Outcome, ProcessGit, Status,
     process_tree,
 };
 use grader_model::AutoStatus;
 use tokio_util::sync::CancellationToken;
 
-/// A server for the real tool, in its own work dir (not under the service dir, so that the
-/// stray-process checks do not see it).
-async fn start_server(convert: &Path) -> (tempfile::TempDir, Arc<WarmServer>) {
+/// A warm backend for the real tool with `workers` workers, logs in a dir of its own.
+async fn warm(convert: &Path, workers: usize) -> (tempfile::TempDir, Arc<WarmBackend>) {
     let work = tempfile::tempdir().unwrap();
-    let (convert, dir) = (convert.to_path_buf(), work.path().to_path_buf());
-    let server = tokio::task::spawn_blocking(move || WarmServer::start_for_tool(&convert, &dir))
-        .await
-        .unwrap()
-        .expect("warm server starts");
-    (work, Arc::new(server))
+    let settings = PoolSettings {
+        workers,
+        ..PoolSettings::default()
+    };
+    let backend = WarmBackend::start(
+        convert,
+        settings,
+        Duration::from_secs(120),
+        work.path(),
+        1 << 20,
+    )
+    .await;
+    assert!(
+        backend.pool().is_some(),
+        "warm workers start: {:?}",
+        backend.unavailable()
+    );
+    (work, Arc::new(backend))
 }
 
 fn executor(service: &Path, backend: Arc<dyn GradingBackend>, max: Duration) -> Executor {
@@ -37,20 +50,18 @@ fn executor(service: &Path, backend: Arc<dyn GradingBackend>, max: Duration) -> 
     Executor::new(config, Arc::new(ProcessGit::new("git")), backend)
 }
 
-/// username -> (score, max_score) from the service dir's `expected.jsonl`.
-fn expected_scores(service: &Path) -> HashMap<String, (f64, f64)> {
+/// username -> (score, max_score) from the service dir's `expected.jsonl` (`None` for a
+/// submission that cannot be graded).
+fn expected_scores(service: &Path) -> BTreeMap<String, Option<(f64, f64)>> {
     std::fs::read_to_string(service.join("expected.jsonl"))
         .unwrap()
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["username"].as_str().unwrap().to_string(),
-                (
-                    v["score"].as_f64().unwrap(),
-                    v["max_score"].as_f64().unwrap(),
-                ),
-            )
+            let score = v["score"]
+                .as_f64()
+                .map(|s| (s, v["max_score"].as_f64().unwrap()));
+            (v["username"].as_str().unwrap().to_string(), score)
         })
         .collect()
 }
@@ -63,25 +74,185 @@ fn assert_graded(out: &Outcome, user: &str, expected: (f64, f64)) {
         out.error,
         out.logs
     );
-    assert_eq!(out.backend, "local-warm");
     assert_eq!(out.grading_score, Some(expected.0), "{user}");
     assert_eq!(out.max_score, Some(expected.1), "{user}");
 }
 
-/// Files committed on `branch` of the autograde repository of `user`.
-fn committed(service: &Path, user: &str, branch: &str) -> Vec<String> {
+/// The files of every branch of `user`'s autograde repository, by branch and path. Notebooks
+/// lose the execution timestamps nbclient records per cell (they differ between any two
+/// runs) and the kernel's per-process temporary file names in tracebacks.
+fn committed_files(service: &Path, user: &str) -> BTreeMap<String, String> {
     let repo = service.join(format!("git/cs101/1/autograde/user/{user}"));
-    support::git(&[
+    if !repo.exists() {
+        return BTreeMap::new();
+    }
+    let git_dir = repo.to_str().unwrap();
+    let mut files = BTreeMap::new();
+    let branches = support::git(&[
         "--git-dir",
-        repo.to_str().unwrap(),
-        "ls-tree",
-        "-r",
-        "--name-only",
-        branch,
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+        git_dir,
+        "for-each-ref",
+        "--format=%(refname:short)",
+        "refs/heads",
+    ]);
+    for branch in branches.lines() {
+        let paths = support::git(&["--git-dir", git_dir, "ls-tree", "-r", "--name-only", branch]);
+        for path in paths.lines() {
+            let text = support::git(&["--git-dir", git_dir, "show", &format!("{branch}:{path}")]);
+            let text = if path.ends_with(".ipynb") {
+                normalized_notebook(&text)
+            } else {
+                text
+            };
+            files.insert(format!("{branch}:{path}"), text);
+        }
+    }
+    files
+}
+
+fn normalized_notebook(text: &str) -> String {
+    let mut nb: serde_json::Value = serde_json::from_str(text).unwrap();
+    for cell in nb["cells"].as_array_mut().unwrap() {
+        if let Some(meta) = cell["metadata"].as_object_mut() {
+            meta.remove("execution");
+        }
+    }
+    let text = serde_json::to_string_pretty(&nb).unwrap();
+    // `/tmp/ipykernel_12345/678.py`: the kernel's pid and a hash of the cell.
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("ipykernel_") {
+        out.push_str(&rest[..i]);
+        out.push_str("ipykernel_N");
+        rest = rest[i + "ipykernel_".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What must be the same whatever backend graded a job.
+#[derive(Debug, PartialEq)]
+struct Graded {
+    status: Status,
+    error: Option<String>,
+    grading_score: Option<f64>,
+    score: Option<f64>,
+    max_score: Option<f64>,
+    branch: Option<String>,
+    gradebook: Option<serde_json::Value>,
+    files: BTreeMap<String, String>,
+}
+
+/// Grades every job of `service` through `backend`, `concurrency` at a time.
+async fn grade_all(
+    service: &Path,
+    backend: Arc<dyn GradingBackend>,
+    concurrency: usize,
+) -> BTreeMap<String, (Graded, Outcome)> {
+    let exec = Arc::new(executor(service, backend, Duration::from_secs(300)));
+    let jobs: Vec<Job> = std::fs::read_to_string(service.join("jobs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| grader_local::job_file::parse_job(l, service, "jobs.jsonl").unwrap())
+        .collect();
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut runs = tokio::task::JoinSet::new();
+    for job in jobs {
+        let (exec, gate) = (exec.clone(), gate.clone());
+        runs.spawn(async move {
+            let _slot = gate.acquire().await.unwrap();
+            let out = exec.autograde(&job, CancellationToken::new()).await;
+            (job.submission.username.clone(), out)
+        });
+    }
+    let mut graded = BTreeMap::new();
+    while let Some(done) = runs.join_next().await {
+        let (user, out) = done.unwrap();
+        let g = Graded {
+            status: out.status,
+            error: out.error.clone(),
+            grading_score: out.grading_score,
+            score: out.score,
+            max_score: out.max_score,
+            branch: out.branch.clone(),
+            gradebook: out.gradebook.clone(),
+            files: committed_files(service, &user),
+        };
+        graded.insert(user, (g, out));
+    }
+    exec.shutdown().await;
+    graded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_runs_give_the_gradebooks_and_commits_of_cold_runs() {
+    let Some(convert) = support::grader_convert("warm: warm_runs_give_the_gradebooks") else {
+        return;
+    };
+    // Two identical service dirs (make-service-dir.sh is deterministic): the example course,
+    // a notebook that loops until the 5 s cell timeout, and one that kills the tool.
+    let (cold_dir, warm_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let students = [
+        "--students",
+        "alice,bob,carol,dave,loop,crash",
+        "--cell-timeout",
+        "5",
+    ];
+    support::make_service_dir(cold_dir.path(), &students);
+    support::make_service_dir(warm_dir.path(), &students);
+    let expected = expected_scores(cold_dir.path());
+    assert_eq!(expected, expected_scores(warm_dir.path()));
+
+    let cold = grade_all(
+        cold_dir.path(),
+        Arc::new(LocalBackend::new(convert.to_string_lossy(), 1 << 20)),
+        2,
+    )
+    .await;
+    let (_work, backend) = warm(&convert, 2).await;
+    let pool = backend.pool().unwrap().clone();
+    let warm = grade_all(warm_dir.path(), backend.clone(), 2).await;
+
+    assert_eq!(cold.len(), 6);
+    for (user, (want, cold_out)) in &cold {
+        let (got, warm_out) = &warm[user];
+        assert_eq!(cold_out.backend, "local");
+        assert_eq!(warm_out.backend, "local-warm", "{user}: {}", warm_out.logs);
+        match expected[user] {
+            Some(score) => {
+                assert_graded(cold_out, user, score);
+                assert!(!want.files.is_empty(), "{user}: results are committed");
+            }
+            None => assert_eq!(
+                want.error.as_deref(),
+                Some(
+                    format!(
+                        "grading tool {:?} failed: signal: 9 (SIGKILL)",
+                        convert.to_string_lossy()
+                    )
+                    .as_str()
+                ),
+                "{user}"
+            ),
+        }
+        assert_eq!(got, want, "{user}: the warm run differs from the cold run");
+    }
+    // Every job ran on a worker (none fell back), and the crash did not take a worker down.
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.jobs, stats.replaced, stats.failed_starts),
+        (6, 0, 0),
+        "{stats:?}"
+    );
+    // Nothing of any job is left: not below the workers, not in the service dir.
+    for pid in pool.idle_pids() {
+        assert!(
+            process_tree::descendants(pid).is_empty(),
+            "below worker {pid}"
+        );
+    }
+    let left = strays_under(warm_dir.path());
+    assert!(left.is_empty(), "stray processes: {left:?}");
 }
 
 /// Processes whose working directory or command line is under `dir`.
@@ -119,14 +290,15 @@ fn strays_under(dir: &Path) -> Vec<String> {
     left
 }
 
-/// A loopy submission (never-ending `total_value`) as submission `id` of user `loopy`.
-fn loopy_job(service: &Path, id: u64) -> grader_local::Job {
+/// A loopy submission (never-ending `total_value`) as submission `id` of user `loopy{id}`,
+/// with a cell timeout long enough that only `max_grading_time` stops it.
+fn loopy_job(service: &Path, id: u64) -> Job {
     let commit = support::commit_student(
         service,
         &format!("loopy{id}"),
         &support::repo_root().join("examples/cs101/special/loop"),
     );
-    let mut job = load_job(&service.join("jobs/alice.json")).unwrap();
+    let mut job = load_job(&service.join("jobs/bob.json")).unwrap();
     job.submission.username = format!("loopy{id}");
     job.submission.id = id;
     job.submission.commit_hash = commit;
@@ -135,82 +307,16 @@ fn loopy_job(service: &Path, id: u64) -> grader_local::Job {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grades_the_example_course_exactly_four_at_once_through_one_server() {
-    let Some(convert) = support::grader_convert("warm: grades_the_example_course_exactly") else {
+async fn the_time_limit_and_cancellation_kill_the_job_and_not_its_worker() {
+    let Some(convert) = support::grader_convert("warm: the_time_limit_and_cancellation") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let service = dir.path();
-    support::make_service_dir(service, &[]);
-    let (_work, server) = start_server(&convert).await;
-    let exec = Arc::new(executor(
-        service,
-        Arc::new(WarmBackend::new(server.clone(), 1 << 20)),
-        Duration::from_secs(300),
-    ));
-    let expected = expected_scores(service);
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(support::repo_root().join("examples/cs101/expected.json"))
-            .unwrap(),
-    )
-    .unwrap();
-
-    let mut runs = tokio::task::JoinSet::new();
-    for user in ["alice", "bob", "carol", "dave"] {
-        let job = load_job(&service.join(format!("jobs/{user}.json"))).unwrap();
-        let exec = exec.clone();
-        runs.spawn(async move {
-            (
-                user,
-                job.clone(),
-                exec.autograde(&job, CancellationToken::new()).await,
-            )
-        });
-    }
-    let mut seen = 0;
-    while let Some(done) = runs.join_next().await {
-        let (user, job, out) = done.unwrap();
-        let want = expected[user];
-        assert_eq!(
-            want,
-            (
-                reference[user]["score"].as_f64().unwrap(),
-                reference[user]["max_score"].as_f64().unwrap()
-            )
-        );
-        assert_graded(&out, user, want);
-        assert_eq!(out.score, Some(want.0 * job.submission.score_scaling));
-        let branch = format!("submission_{}", job.submission.commit_hash);
-        assert_eq!(out.branch.as_deref(), Some(branch.as_str()));
-        let files = committed(service, user, &branch);
-        assert!(files.contains(&"hw1.ipynb".to_string()), "{files:?}");
-        assert!(files.contains(&"data.csv".to_string()), "{files:?}");
-        seen += 1;
-    }
-    assert_eq!(seen, 4);
-    assert!(server.is_running());
-    assert!(
-        process_tree::descendants(server.pid()).is_empty(),
-        "every run was reaped"
-    );
-    let logs: Vec<_> = std::fs::read_dir(server.socket().parent().unwrap())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .collect();
-    assert!(logs.is_empty(), "run logs are removed");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_looping_notebook_is_killed_at_max_grading_time_and_on_cancel() {
-    let Some(convert) = support::grader_convert("warm: a_looping_notebook_is_killed") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let service = dir.path();
-    support::make_service_dir(service, &[]);
-    let (_work, server) = start_server(&convert).await;
-    let backend = Arc::new(WarmBackend::new(server.clone(), 1 << 20));
+    support::make_service_dir(service, &["--students", "bob"]);
+    let (_work, backend) = warm(&convert, 1).await;
+    let pool = backend.pool().unwrap().clone();
+    let worker = pool.idle_pids()[0];
     let exec = executor(service, backend.clone(), Duration::from_secs(8));
 
     // The time limit.
@@ -218,8 +324,7 @@ async fn a_looping_notebook_is_killed_at_max_grading_time_and_on_cancel() {
     let out = exec
         .autograde(&loopy_job(service, 900), CancellationToken::new())
         .await;
-    assert!(start.elapsed() < Duration::from_secs(60));
-    assert!(start.elapsed() >= Duration::from_secs(8));
+    assert!(start.elapsed() >= Duration::from_secs(8) && start.elapsed() < Duration::from_secs(60));
     assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
     assert_eq!(
         out.error.as_deref(),
@@ -234,7 +339,7 @@ async fn a_looping_notebook_is_killed_at_max_grading_time_and_on_cancel() {
     );
     let left = strays_under(service);
     assert!(left.is_empty(), "stray processes: {left:?}");
-    assert!(process_tree::descendants(server.pid()).is_empty());
+    assert!(process_tree::descendants(worker).is_empty());
 
     // Cancellation.
     let cancel = CancellationToken::new();
@@ -258,13 +363,15 @@ async fn a_looping_notebook_is_killed_at_max_grading_time_and_on_cancel() {
     let left = strays_under(service);
     assert!(left.is_empty(), "stray processes: {left:?}");
 
-    // The server is still healthy.
-    assert!(server.is_running());
+    // The same worker grades the next submission.
+    assert_eq!(pool.idle_pids(), vec![worker]);
     let bob = load_job(&service.join("jobs/bob.json")).unwrap();
-    let out = executor(service, backend, Duration::from_secs(300))
+    let out = executor(service, backend.clone(), Duration::from_secs(300))
         .autograde(&bob, CancellationToken::new())
         .await;
-    assert_graded(&out, "bob", expected_scores(service)["bob"]);
+    assert_graded(&out, "bob", expected_scores(service)["bob"].unwrap());
+    assert_eq!(pool.idle_pids(), vec![worker]);
+    assert_eq!(pool.stats().replaced, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +382,7 @@ async fn the_assignment_settings_reach_the_tool() {
     };
     let dir = tempfile::tempdir().unwrap();
     let service = dir.path();
-    support::make_service_dir(service, &[]);
+    support::make_service_dir(service, &["--students", "bob"]);
     // bob's answer plus a file only `allowed_files` (not the gradebook's extra_files) lets
     // through: without ASSIGNMENT_SETTINGS the tool would not copy it to its output.
     let src = tempfile::tempdir().unwrap();
@@ -291,24 +398,30 @@ async fn the_assignment_settings_reach_the_tool() {
     job.submission.commit_hash = commit.clone();
     job.assignment.settings.allowed_files = vec!["*.csv".into(), "*.txt".into()];
 
-    let (_work, server) = start_server(&convert).await;
-    let out = executor(
-        service,
-        Arc::new(WarmBackend::new(server, 1 << 20)),
-        Duration::from_secs(300),
-    )
-    .autograde(&job, CancellationToken::new())
-    .await;
-    assert_graded(&out, "noted", expected_scores(service)["bob"]);
+    let (_work, backend) = warm(&convert, 1).await;
+    let out = executor(service, backend, Duration::from_secs(300))
+        .autograde(&job, CancellationToken::new())
+        .await;
+    assert_eq!(out.backend, "local-warm");
+    assert_graded(&out, "noted", expected_scores(service)["bob"].unwrap());
     assert!(
         out.logs
             .contains("Found additional file patterns: ['*.csv', '*.txt']"),
         "{}",
         out.logs
     );
-    let files = committed(service, "noted", &format!("submission_{commit}"));
-    assert!(files.contains(&"data.csv".to_string()), "{files:?}");
-    assert!(files.contains(&"notes.txt".to_string()), "{files:?}");
+    let files = committed_files(service, "noted");
+    let branch = format!("submission_{commit}");
+    assert!(
+        files.contains_key(&format!("{branch}:data.csv")),
+        "{:?}",
+        files.keys()
+    );
+    assert!(
+        files.contains_key(&format!("{branch}:notes.txt")),
+        "{:?}",
+        files.keys()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,11 +431,8 @@ async fn a_failing_tool_fails_exactly_like_the_local_backend() {
     };
     let dir = tempfile::tempdir().unwrap();
     let t = support::task(dir.path(), Duration::from_secs(120));
-    let (_work, server) = start_server(&convert).await;
-    let warm = WarmBackend::new(server, 1 << 20)
-        .run(&t, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let (_work, backend) = warm(&convert, 1).await;
+    let warm = backend.run(&t, CancellationToken::new()).await.unwrap_err();
     let local = LocalBackend::new(convert.to_string_lossy(), 1 << 20)
         .run(&t, CancellationToken::new())
         .await
@@ -339,122 +449,21 @@ async fn a_failing_tool_fails_exactly_like_the_local_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_server_fails_runs_readably_and_leaves_nothing_behind() {
-    let Some(convert) = support::grader_convert("warm: a_dead_server_fails_runs_readably") else {
+async fn the_hello_names_the_tool_and_its_version() {
+    let Some(convert) = support::grader_convert("warm: the_hello_names_the_tool") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let service = dir.path();
-    support::make_service_dir(service, &[]);
-    let (_work, server) = start_server(&convert).await;
-    let backend = Arc::new(WarmBackend::new(server.clone(), 1 << 20));
-    let exec = Arc::new(executor(service, backend.clone(), Duration::from_secs(120)));
-
-    // The server dies in the middle of a run: the run fails and its orphaned tree is killed.
-    let job = loopy_job(service, 950);
-    let running = {
-        let exec = exec.clone();
-        tokio::spawn(async move { exec.autograde(&job, CancellationToken::new()).await })
-    };
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let during = processes_under(service);
-    eprintln!("during the run: {during:#?}");
-    assert!(
-        during.len() >= 2,
-        "the check sees the run and its kernel: {during:?}"
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.pid() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the run ends when the server dies")
-        .unwrap();
-    let error = out.error.unwrap();
-    eprintln!("server died: {error}");
-    assert!(
-        error.contains("warm grading server ended during the run"),
-        "{error}"
-    );
-    let left = strays_under(service);
-    assert!(left.is_empty(), "stray processes: {left:?}");
-    // The socket closes while the process exits, a moment before it can be reaped.
-    let reaped_by = Instant::now() + Duration::from_secs(5);
-    while server.is_running() && Instant::now() < reaped_by {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!server.is_running());
-
-    // Later runs fail at once, saying so.
-    let bob = load_job(&service.join("jobs/bob.json")).unwrap();
-    let out = exec.autograde(&bob, CancellationToken::new()).await;
-    let error = out.error.unwrap();
-    eprintln!("server dead: {error}");
-    assert!(
-        error.contains("warm grading server is not running") && error.contains("restarted"),
-        "{error}"
-    );
-}
-
-#[test]
-fn a_server_that_cannot_start_gives_a_readable_error() {
     let work = tempfile::tempdir().unwrap();
-    let err = WarmServer::start(Path::new("/nonexistent/python"), work.path()).unwrap_err();
-    assert!(matches!(err, WarmError::Spawn { .. }), "{err:?}");
-    let msg = err.to_string();
-    eprintln!("missing python: {msg}");
-    assert!(
-        msg.contains("could not start the warm grading server with python /nonexistent/python")
-            && msg.contains("No such file or directory"),
-        "{msg}"
-    );
-    assert_eq!(
-        std::fs::read_dir(work.path()).unwrap().count(),
-        0,
-        "the private dir is removed"
-    );
-
-    // A work dir too deep for a Unix socket address.
-    let deep = work.path().join("d".repeat(120));
-    let err = WarmServer::start(Path::new("/nonexistent/python"), &deep).unwrap_err();
-    assert!(matches!(err, WarmError::SocketPath(_)), "{err:?}");
-    std::fs::remove_dir(&deep).unwrap(); // only the (empty) work dir itself is left
-
-    // A python without the tool: the import error is reported.
-    if Command::new("python3")
-        .arg("-c")
-        .arg("pass")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        let err = WarmServer::start(Path::new("python3"), work.path()).unwrap_err();
-        let msg = err.to_string();
-        eprintln!("python without the tool: {msg}");
-        if !msg.contains("no console script") {
-            panic!("{msg}");
-        }
-        assert!(
-            msg.contains("did not become ready: it exited (exit status: 1)"),
-            "{msg}"
-        );
-        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
-    }
-
-    // A tool script with no interpreter line.
-    let script = support::fake_tool(work.path(), "tool", "true");
-    std::fs::write(&script, "no shebang\n").unwrap();
-    let err = WarmServer::start_for_tool(&script, work.path()).unwrap_err();
-    assert!(
-        err.to_string().contains("is not a `#!` interpreter line"),
-        "{err}"
-    );
+    let spec = grader_local::warm::WorkerSpec::for_tool(&convert).unwrap();
+    assert_eq!(spec.entry_point, "grader-convert");
+    let worker = grader_local::warm::Worker::start(&spec).await.unwrap();
+    let hello = worker.hello();
+    assert_eq!(hello.tool.as_deref(), Some("grader-service"));
+    assert_eq!(hello.tool_version.as_deref(), Some("0.12.5"));
+    assert!(hello.subreaper);
+    worker.shutdown().await;
+    drop(work);
 }
-
-/// The fork server relies on importing the tool creating nothing a forked child would share
-/// with the server or its siblings: no threads, no traitlets singletons (the Jupyter apps are
-/// singletons), no zmq context, no asyncio loop. Guards that assumption across tool upgrades.
 #[test]
 fn importing_the_tool_leaves_no_state_a_fork_would_share() {
     let Some(convert) = support::grader_convert("warm: importing_the_tool_leaves_no_state") else {
@@ -530,94 +539,4 @@ fn python_of_reads_the_interpreter_line() {
             python.display()
         );
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-async fn grade_all(
-    exec: Arc<Executor>,
-    jobs: Vec<grader_local::Job>,
-    concurrency: usize,
-    expected: &HashMap<String, (f64, f64)>,
-) -> f64 {
-    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let start = Instant::now();
-    let mut runs = tokio::task::JoinSet::new();
-    for job in jobs {
-        let (exec, gate) = (exec.clone(), gate.clone());
-        runs.spawn(async move {
-            let _permit = gate.acquire_owned().await.unwrap();
-            let out = exec.autograde(&job, CancellationToken::new()).await;
-            (job.submission.username, out)
-        });
-    }
-    while let Some(done) = runs.join_next().await {
-        let (user, out) = done.unwrap();
-        assert!(out.status.is_success(), "{user}: {:?}", out.error);
-        assert_eq!(out.grading_score, Some(expected[&user].0), "{user}");
-    }
-    start.elapsed().as_secs_f64()
-}
-
-/// `cargo test -p grader-local --test warm_backend -- --ignored --nocapture measure`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check; run by hand"]
-async fn measure_local_vs_warm() {
-    let Some(convert) = support::grader_convert("warm: measure") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let service = dir.path();
-    support::make_service_dir(service, &["--copies", "4"]);
-    let expected = expected_scores(service);
-    let started = Instant::now();
-    let (_work, server) = start_server(&convert).await;
-    let server_start = started.elapsed().as_secs_f64();
-    let local: Arc<dyn GradingBackend> =
-        Arc::new(LocalBackend::new(convert.to_string_lossy(), 1 << 20));
-    let warm: Arc<dyn GradingBackend> = Arc::new(WarmBackend::new(server, 1 << 20));
-    let local_exec = Arc::new(executor(service, local, Duration::from_secs(300)));
-    let warm_exec = Arc::new(executor(service, warm, Duration::from_secs(300)));
-
-    let bob = load_job(&service.join("jobs/bob.json")).unwrap();
-    let (mut local_one, mut warm_one) = (vec![], vec![]);
-    let (mut local_tool, mut warm_tool) = (vec![], vec![]);
-    for _ in 0..5 {
-        for (exec, total, tool) in [
-            (&local_exec, &mut local_one, &mut local_tool),
-            (&warm_exec, &mut warm_one, &mut warm_tool),
-        ] {
-            let t = Instant::now();
-            let out = exec.autograde(&bob, CancellationToken::new()).await;
-            total.push(t.elapsed().as_secs_f64());
-            tool.push(out.timings.grading_ms / 1000.0);
-            assert_eq!(out.grading_score, Some(expected["bob"].0));
-        }
-    }
-    let jobs: Vec<_> = std::fs::read_to_string(service.join("jobs.jsonl"))
-        .unwrap()
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            grader_local::job_file::parse_job(l, service, &format!("jobs.jsonl:{}", i + 1)).unwrap()
-        })
-        .collect();
-    assert_eq!(jobs.len(), 16);
-    let local_all = grade_all(local_exec, jobs.clone(), 4, &expected).await;
-    let warm_all = grade_all(warm_exec, jobs, 4, &expected).await;
-    println!("warm server start (import + ready): {server_start:.2}s");
-    println!(
-        "one autograde of bob, median of 5: local {:.2}s (tool {:.2}s), warm {:.2}s (tool {:.2}s)",
-        median(local_one),
-        median(local_tool),
-        median(warm_one),
-        median(warm_tool)
-    );
-    println!(
-        "16 submissions at concurrency 4: local {local_all:.2}s, warm {warm_all:.2}s (cores: {})",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
 }

@@ -1,0 +1,424 @@
+"""Warm grading worker: imports a console-script grading tool once, then forks a fresh child of
+that pristine state for every job.
+
+Started by `grader` (grader-local/src/warm/worker.rs), which sends this source as the first line
+of the worker's stdin (a JSON string) to `python -c BOOTSTRAP`, so that no file on disk decides
+what a worker runs. Arguments: --entry-point NAME (a console script such as grader-convert, or
+module:function), --argv0 (sys.argv[0] of the jobs), --protocol VERSION.
+
+Protocol (version 1): line-delimited JSON, requests on stdin, events on stdout.
+  worker   {"event": "hello", "v": 1, "ok": true, "pid": N, "tool": ..., "tool_version": ...,
+            "python": ...}   or   {"event": "hello", "v": 1, "ok": false, "error": "..."}
+  grader   {"op": "run", "id": N, "argv": [...], "env": {...}, "cwd": "...", "log_path": "..."}
+  worker   {"event": "started", "id": N, "pid": P}, later
+           {"event": "exited", "id": N, "exit_code": C | "signal": S, "strays": K}
+  grader   {"op": "kill", "id": N}      the job's process tree is killed; "exited" follows
+  grader   {"op": "ping", "id": N}      answered by {"event": "pong", "id": N, "busy": bool}
+  worker   {"event": "error", "id": N | null, "message": "..."} for a request it cannot take
+End of stdin (or the parent's death) stops the worker; it kills a running job first.
+
+One job at a time. The worker never runs tool or student code itself: each job is a forked
+child in its own session and process group, with its own environment, working directory and
+log file, and none of the worker's descriptors. The worker is a child subreaper, so whatever
+a job leaves behind (also in other sessions, such as Jupyter kernels) becomes the worker's
+child and is killed before "exited" is reported. Standard library only.
+"""
+
+import argparse
+import atexit
+import gc
+import json
+import os
+import platform
+import selectors
+import signal
+import sys
+import threading
+import time
+import traceback
+
+PROTOCOL = 1
+MAX_LINE = 1 << 20  # bytes of one request
+TICK = 0.5  # seconds between checks that the parent is alive
+SWEEP_WAIT = 5.0  # seconds to wait for killed leftovers to be reaped
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+
+
+def prctl(option, value):
+    """Best effort: False where prctl is unavailable."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def load_entry(spec):
+    """The callable behind `spec` and the distribution that provides it (name, version)."""
+    from importlib import import_module
+    from importlib.metadata import PackageNotFoundError, entry_points, version
+
+    if ":" in spec:
+        module, _, attr = spec.partition(":")
+        target = import_module(module)
+        for part in attr.split("."):
+            target = getattr(target, part)
+        top = module.split(".")[0]
+        try:
+            return target, top, version(top)
+        except PackageNotFoundError:
+            return target, top, None
+    for ep in entry_points(group="console_scripts", name=spec):
+        dist = ep.dist
+        return (
+            ep.load(),
+            dist.name if dist else spec,
+            dist.version if dist else None,
+        )
+    raise LookupError(f"no console script {spec!r} is installed in {sys.prefix}")
+
+
+# --- process trees ----------------------------------------------------------------------------
+
+
+def descendants(root):
+    """Every process below `root`, found through /proc parent links."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name is in parentheses and may contain anything; fields follow the last ")".
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def send_signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def kill_below(root, include_root):
+    """Freezes the tree under `root` (a stopped process cannot fork), then SIGKILLs it. Returns
+    how many processes were signalled besides `root`."""
+    if include_root:
+        send_signal(root, signal.SIGSTOP)
+    frozen = set()
+    for _ in range(16):
+        new = descendants(root) - frozen
+        if not new:
+            break
+        for pid in new:
+            send_signal(pid, signal.SIGSTOP)
+        frozen |= new
+    if include_root:
+        try:
+            os.killpg(root, signal.SIGKILL)
+        except OSError:
+            pass
+        send_signal(root, signal.SIGKILL)
+    for pid in frozen:
+        send_signal(pid, signal.SIGKILL)
+    return len(frozen)
+
+
+# --- a job's child ----------------------------------------------------------------------------
+
+
+def exit_code(value):
+    """The process exit code of `sys.exit(value)`."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    print(value, file=sys.stderr)
+    return 1
+
+
+def run_child(entry, argv0, req, worker_fds):
+    """Runs one job in this forked child; never returns."""
+    code = 1
+    try:
+        del worker_fds  # closed with everything else below
+        # What a freshly started interpreter has: default signal handling, inspectable.
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        prctl(PR_SET_DUMPABLE, 1)
+        prctl(PR_SET_CHILD_SUBREAPER, 0)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        log = os.open(req["log_path"], os.O_WRONLY | os.O_APPEND)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        # Only stdin, stdout and stderr: nothing the worker or an import had open.
+        os.closerange(3, MAX_FD)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        sys.argv = [argv0] + req["argv"]
+        try:
+            code = exit_code(entry())  # what a console-script wrapper does: sys.exit(main())
+        except SystemExit as e:
+            code = exit_code(e.code)
+        # A normal interpreter exit: wait for non-daemon threads, run atexit handlers.
+        for t in threading.enumerate():
+            if t is not threading.main_thread() and not t.daemon:
+                t.join()
+        atexit._run_exitfuncs()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        os._exit(code)
+
+
+def check_run(req):
+    ok = (
+        isinstance(req.get("id"), int)
+        and isinstance(req.get("argv"), list)
+        and all(isinstance(a, str) for a in req["argv"])
+        and isinstance(req.get("env"), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in req["env"].items())
+        and isinstance(req.get("cwd"), str)
+        and isinstance(req.get("log_path"), str)
+    )
+    if not ok:
+        raise ValueError("run needs id (integer), argv (strings), env (strings), cwd and log_path")
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, entry, argv0, proto_in, proto_out):
+        self.entry, self.argv0 = entry, argv0
+        self.proto_in, self.proto_out = proto_in, proto_out
+        self.buf = b""
+        self.job = None  # (id, pid) of the running job
+        self.kill_sent = False
+        self.ppid = os.getppid()
+        self.stopping = False
+        os.set_blocking(proto_in, False)
+        # SIGCHLD and SIGTERM only write to this pipe; the loop does the work.
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self.on_term)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(proto_in, selectors.EVENT_READ, "in")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+
+    def on_term(self, *_):
+        self.stopping = True
+
+    def send(self, msg):
+        data = json.dumps(msg).encode() + b"\n"
+        while data:
+            try:
+                data = data[os.write(self.proto_out, data) :]
+            except InterruptedError:
+                pass
+
+    def serve(self):
+        while not self.stopping:
+            for key, _ in self.sel.select(TICK):
+                if key.data == "in":
+                    self.read_requests()
+                else:
+                    try:
+                        while os.read(self.wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+            self.reap()
+            if os.getppid() != self.ppid:
+                self.stopping = True
+        self.shutdown()
+
+    def read_requests(self):
+        try:
+            data = os.read(self.proto_in, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.stopping = True
+            return
+        self.buf += data
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            self.handle(line)
+        if len(self.buf) > MAX_LINE:
+            self.buf = b""
+            self.send({"event": "error", "id": None, "message": "request too large"})
+
+    def handle(self, line):
+        req_id = None
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("a request is a JSON object")
+            req_id = req.get("id")
+            op = req.get("op")
+            if op == "run":
+                check_run(req)
+                if self.job is not None:
+                    raise ValueError(f"job {self.job[0]} is still running")
+                self.start(req)
+            elif op == "kill":
+                if self.job is not None and self.job[0] == req_id:
+                    self.kill_sent = True
+                    kill_below(self.job[1], include_root=True)
+            elif op == "ping":
+                self.send({"event": "pong", "id": req_id, "busy": self.job is not None})
+            else:
+                raise ValueError(f"unknown op {op!r}")
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            self.send({"event": "error", "id": req_id, "message": f"bad request: {e}"})
+
+    def start(self, req):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the child would write the worker's buffered output again
+        fds = [self.proto_in, self.proto_out, self.wake_r, self.wake_w]
+        pid = os.fork()
+        if pid == 0:
+            self.sel.close()
+            run_child(self.entry, self.argv0, req, fds)
+        self.job = (req["id"], pid)
+        self.kill_sent = False
+        self.send({"event": "started", "id": req["id"], "pid": pid})
+
+    def reap(self):
+        """Reaps every ended child; reports the job once its child has ended and whatever it
+        left behind is gone."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.job is not None and pid == self.job[1]:
+                job_id = self.job[0]
+                strays = self.sweep(pid)
+                self.job = None
+                msg = {"event": "exited", "id": job_id, "strays": strays}
+                if os.WIFSIGNALED(status):
+                    msg["signal"] = os.WTERMSIG(status)
+                else:
+                    msg["exit_code"] = os.waitstatus_to_exitcode(status)
+                self.send(msg)
+
+    def sweep(self, leader):
+        """Kills the ended job's process group and every other process below the worker (as
+        subreaper it inherits the job's orphans), and reaps them."""
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except OSError:
+            pass
+        strays = kill_below(os.getpid(), include_root=False)
+        deadline = time.monotonic() + SWEEP_WAIT
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.01)
+        return strays
+
+    def shutdown(self):
+        if self.job is not None:
+            kill_below(self.job[1], include_root=True)
+        kill_below(os.getpid(), include_root=False)
+        deadline = time.monotonic() + SWEEP_WAIT
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.01)
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="grader-warm-worker")
+    parser.add_argument("--entry-point", required=True)
+    parser.add_argument("--argv0")
+    parser.add_argument("--protocol", type=int, default=PROTOCOL)
+    args = parser.parse_args()
+
+    # The protocol gets descriptors of its own; fd 1 then goes to stderr, so that whatever the
+    # tool prints while it is imported cannot corrupt the protocol.
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    # Descriptors inherited from grader's parents (a jobserver, ...) are no business of jobs.
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd > 2 and fd not in (proto_in, proto_out):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def hello(**fields):
+        os.write(proto_out, json.dumps({"event": "hello", "v": PROTOCOL, **fields}).encode() + b"\n")
+
+    if args.protocol != PROTOCOL:
+        hello(ok=False, error=f"grader asked for protocol {args.protocol}; this worker speaks {PROTOCOL}")
+        sys.exit(2)
+    # The worker keeps the state every job is forked from: keep processes of the same user
+    # (student code) from reading or tracing it.
+    prctl(PR_SET_DUMPABLE, 0)
+    subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        entry, tool, tool_version = load_entry(args.entry_point)  # the expensive import, paid once
+    except BaseException as e:
+        traceback.print_exc()
+        hello(ok=False, error=f"cannot load {args.entry_point!r}: {type(e).__name__}: {e}")
+        sys.exit(3)
+    # Keep what the import allocated out of the collector's reach: children then do not touch
+    # (and so copy) those pages when they collect.
+    gc.collect()
+    gc.freeze()
+    worker = Worker(entry, args.argv0 or args.entry_point, proto_in, proto_out)
+    hello(
+        ok=True,
+        pid=os.getpid(),
+        tool=tool,
+        tool_version=tool_version,
+        python=platform.python_version(),
+        subreaper=subreaper,
+    )
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()

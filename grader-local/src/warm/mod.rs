@@ -1,0 +1,228 @@
+//! The warm local backend: a pool of workers that imported the grading tool once.
+//!
+//! Importing `grader_service` takes seconds of every `grader-convert` run. A [`Worker`] is a
+//! long-lived Python process of the tool's environment (`shim/grader_warm_worker.py`, embedded
+//! here) that imports the tool once and forks a fresh child of that pristine state per job,
+//! which runs the tool's own command-line main with the arguments, environment and working
+//! directory the local backend would give the tool. [`WarmPool`] keeps `warm_workers` of them:
+//! it starts them, checks them, recycles them after a number of jobs or when their memory grows,
+//! replaces crashed ones and shuts them down. [`WarmBackend`] grades through the pool with the
+//! contract of [`LocalBackend`](crate::LocalBackend), and falls back to it, with the reason
+//! logged, when no worker can be started. Linux only.
+
+mod backend;
+mod pool;
+pub mod protocol;
+mod worker;
+
+pub use backend::WarmBackend;
+pub use pool::{Lease, PoolSettings, PoolStats, WarmPool};
+pub use worker::{JobRequest, RunEnd, SHIM, Worker, WorkerFault, WorkerSpec, rss_bytes};
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::logs::LogBuffer;
+use crate::process_tree;
+
+/// Why a warm worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    /// The private directory for the jobs' logs could not be made.
+    #[error("could not create the warm workers' directory under {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The python could not be executed (missing, not executable, ...).
+    #[error("could not start a warm grading worker with python {python}: {source}")]
+    Spawn {
+        python: PathBuf,
+        source: std::io::Error,
+    },
+    /// The worker started but did not say a good hello (import failed, timed out, ...).
+    #[error(
+        "the warm grading worker (python {python}) did not become ready: {reason}{}",
+        stderr_suffix(stderr)
+    )]
+    NotReady {
+        python: PathBuf,
+        reason: String,
+        /// The tail of what the worker printed to stderr.
+        stderr: String,
+    },
+    /// The grading tool's script does not name its interpreter on a `#!` line.
+    #[error("cannot tell which python runs {0}: its first line is not a `#!` interpreter line")]
+    NoPython(PathBuf),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; it printed:\n{s}")
+    }
+}
+
+/// The python that runs a console script such as `grader-convert`, read from its `#!` line, so
+/// that operators only configure `convert_executable`.
+///
+/// Understands `#!/venv/bin/python`, `#!/usr/bin/env python3` (returns the bare name, found in
+/// `PATH` when spawned) and pip's `#!/bin/sh` + `'''exec' "/venv/bin/python" "$0" "$@"`
+/// trampoline for long paths. `None` when the file cannot be read or names no interpreter.
+pub fn python_of(convert_executable: &Path) -> Option<PathBuf> {
+    let file = File::open(convert_executable).ok()?;
+    // Two lines are enough for every form above; bound the read for binaries.
+    let mut reader = BufReader::new(file.take(8192));
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    let shebang = first.strip_prefix("#!")?.trim();
+    let mut words = shebang.split_whitespace();
+    let interpreter = words.next()?;
+    match Path::new(interpreter).file_name()?.to_str()? {
+        "env" => words.find(|w| !w.starts_with('-')).map(PathBuf::from),
+        "sh" | "bash" | "dash" => {
+            let mut second = String::new();
+            reader.read_line(&mut second).ok()?;
+            let rest = second.trim().strip_prefix("'''exec' ")?;
+            let quoted = rest.strip_prefix('"')?;
+            let end = quoted.find('"')?;
+            Some(PathBuf::from(&quoted[..end]))
+        }
+        _ => Some(PathBuf::from(interpreter)),
+    }
+}
+
+/// Distinguishes the private directories of pools started by one process.
+static POOLS: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new directory only the current user can enter under `work_dir`.
+fn private_dir(work_dir: &Path) -> Result<PathBuf, WarmError> {
+    let fail = |source| WarmError::Dir {
+        dir: work_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(work_dir).map_err(fail)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    loop {
+        let n = POOLS.fetch_add(1, Ordering::Relaxed);
+        let dir = work_dir.join(format!(".grader-warm-{}-{n}-{nanos:x}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(fail(e)),
+        }
+    }
+}
+
+/// A job's log file; removed on drop.
+#[derive(Debug)]
+pub(crate) struct RunLog {
+    path: PathBuf,
+}
+
+impl RunLog {
+    /// The log, capped at `cap` bytes like [`LogBuffer`]: only the head and the tail of a large
+    /// file are read.
+    fn read(&self, cap: usize) -> String {
+        read_capped(&self.path, cap)
+            .unwrap_or_else(|e| format!("grader: could not read the log: {e}\n"))
+    }
+}
+
+impl Drop for RunLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn read_capped(path: &Path, cap: usize) -> std::io::Result<String> {
+    let cap = cap.max(64);
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut buf = LogBuffer::new(cap);
+    if size <= cap as u64 {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        buf.push(&bytes);
+        return Ok(buf.into_string());
+    }
+    // What LogBuffer keeps of a NUL-free stream of `size` bytes, without reading the middle.
+    let head_cap = cap / 2;
+    let tail_cap = cap - head_cap;
+    let mut head = vec![0u8; head_cap];
+    file.read_exact(&mut head)?;
+    file.seek(SeekFrom::Start(size - tail_cap as u64))?;
+    let mut tail = Vec::with_capacity(tail_cap);
+    file.take(tail_cap as u64).read_to_end(&mut tail)?;
+    buf.push(&head);
+    buf.skip(size - cap as u64);
+    buf.push(&tail);
+    Ok(buf.into_string())
+}
+
+/// The start time of process `pid` (clock ticks since boot), to tell it from a later process
+/// that reuses its id.
+fn start_time(pid: u32) -> Option<u64> {
+    // Fields after the command name start at field 3 (state); starttime is field 22.
+    crate::process_tree::stat_field(pid, 19)?.parse().ok()
+}
+
+/// A job's child as its worker reported it, with its start time to guard against pid reuse.
+#[derive(Debug, Default)]
+struct RunChild(Option<(u32, Option<u64>)>);
+
+impl RunChild {
+    fn set(&mut self, pid: u32) {
+        self.0 = Some((pid, start_time(pid)));
+    }
+
+    fn started(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Kills the child's tree if the pid still names the child the worker started.
+    fn kill(&self) {
+        if let Some((pid, Some(started))) = self.0
+            && start_time(pid) == Some(started)
+        {
+            process_tree::kill_tree(pid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_logs_are_capped_like_log_buffer() {
+        let dir = std::env::temp_dir().join(format!("grader-warm-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let mut text = b"START".to_vec();
+        for _ in 0..1000 {
+            text.extend_from_slice(b"xxxxxxxxxx");
+        }
+        text.extend_from_slice(b"END");
+        std::fs::write(&path, &text).unwrap();
+        let mut expected = LogBuffer::new(100);
+        expected.push(&text);
+        assert_eq!(read_capped(&path, 100).unwrap(), expected.into_string());
+        std::fs::write(&path, b"short\0 log").unwrap();
+        assert_eq!(read_capped(&path, 100).unwrap(), "short log");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn start_time_names_a_live_process() {
+        assert!(start_time(std::process::id()).is_some());
+    }
+}
