@@ -158,6 +158,16 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     };
     let mut jobs = read_jobs(&args.jobs)?;
     let exec = Arc::new(executor(&loaded.config).await?);
+    let workers = loaded.config.local.warm_workers;
+    if loaded.config.backend == grader_config::Backend::Local
+        && workers > 0
+        && args.concurrency > workers
+    {
+        tracing::warn!(
+            "--concurrency {} is more than local.warm_workers = {workers}: at most {workers} jobs grade at once",
+            args.concurrency
+        );
+    }
     let mut problems = Vec::new();
     let mut seen = BTreeMap::new();
     for (i, job) in jobs.iter().enumerate() {

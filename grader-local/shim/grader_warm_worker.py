@@ -156,12 +156,13 @@ def run_child(entry, argv0, req, worker_fds):
     code = 1
     try:
         del worker_fds  # closed with everything else below
-        # What a freshly started interpreter has: default signal handling, inspectable.
+        # Signal handling as in a freshly started interpreter. The child stays non-dumpable
+        # like the worker, so other jobs' code cannot trace it or read its memory (programs
+        # it executes, such as kernels, are dumpable again).
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE):
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        prctl(PR_SET_DUMPABLE, 1)
         prctl(PR_SET_CHILD_SUBREAPER, 0)
         os.setsid()
         null = os.open(os.devnull, os.O_RDONLY)

@@ -156,6 +156,19 @@ async fn a_worker_says_hello_and_runs_jobs_as_fresh_isolated_children() {
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(info["tampered"], serde_json::json!([]), "{info}");
+    // Signal handling of a freshly started python; not traceable by other jobs' code.
+    let fresh = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(
+            "import signal; print({n: str(signal.getsignal(getattr(signal, n))) \
+             for n in ('SIGINT', 'SIGTERM', 'SIGCHLD', 'SIGPIPE')})",
+        )
+        .output()
+        .unwrap();
+    let fresh = String::from_utf8_lossy(&fresh.stdout).replace('\'', "\"");
+    let fresh: serde_json::Value = serde_json::from_str(fresh.trim()).unwrap();
+    assert_eq!(info["signals"], fresh);
+    assert_eq!(info["dumpable"], 0);
     assert_eq!(info["json_dumps_patched"], false);
     let env: BTreeMap<String, String> = serde_json::from_value(info["env"].clone()).unwrap();
     let expected: BTreeMap<String, String> = r

@@ -14,6 +14,12 @@ import time
 TAMPERED = []
 
 
+def dumpable():
+    import ctypes
+
+    return ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+
+
 def report(path):
     """Writes what this child can see: ids, descriptors, environment, module state."""
     fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
@@ -28,6 +34,11 @@ def report(path):
         "fds": {str(fd): os.readlink(f"/proc/self/fd/{fd}") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")},
         "tampered": list(TAMPERED),
         "json_dumps_patched": getattr(json.dumps, "patched", False),
+        "signals": {
+            name: str(signal.getsignal(getattr(signal, name)))
+            for name in ("SIGINT", "SIGTERM", "SIGCHLD", "SIGPIPE")
+        },
+        "dumpable": dumpable(),
     }
     with open(path, "w") as f:
         json.dump(info, f)
