@@ -138,6 +138,18 @@ def kill_below(root, include_root):
     return len(frozen)
 
 
+def reap_all():
+    """Reaps children until none is left (they were all killed), for at most SWEEP_WAIT."""
+    deadline = time.monotonic() + SWEEP_WAIT
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.01)
+
+
 # --- a job's child ----------------------------------------------------------------------------
 
 
@@ -343,28 +355,14 @@ class Worker:
         except OSError:
             pass
         strays = kill_below(os.getpid(), include_root=False)
-        deadline = time.monotonic() + SWEEP_WAIT
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.01)
+        reap_all()
         return strays
 
     def shutdown(self):
         if self.job is not None:
             kill_below(self.job[1], include_root=True)
         kill_below(os.getpid(), include_root=False)
-        deadline = time.monotonic() + SWEEP_WAIT
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.01)
+        reap_all()
 
 
 def main():

@@ -118,6 +118,14 @@ fn in_dir(dir: &Path) -> Vec<u32> {
     found
 }
 
+/// Runs `argv` in `dir` with a 30 s limit; the exit status as it prints.
+async fn exit_of(w: &mut Worker, dir: &Path, argv: &[&str]) -> String {
+    match run(w, &job(dir, argv), Duration::from_secs(30)).await {
+        RunEnd::Exited { status, .. } => status.to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn run(w: &mut Worker, job: &JobRequest, max: Duration) -> RunEnd {
     w.run(job, max, &CancellationToken::new())
         .await
@@ -220,37 +228,22 @@ async fn exit_codes_and_crashes_of_a_job_are_reported_and_the_worker_survives() 
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut w = Worker::start(&spec(&py, "standin:main")).await.unwrap();
-    let end = run(
-        &mut w,
-        &job(&tmp.path().join("a"), &["exit", "3"]),
-        Duration::from_secs(30),
-    )
-    .await;
-    let RunEnd::Exited { status, .. } = end else {
-        panic!("{end:?}")
-    };
-    assert_eq!(status.to_string(), "exit status: 3");
-    let end = run(
-        &mut w,
-        &job(&tmp.path().join("b"), &["crash"]),
-        Duration::from_secs(30),
-    )
-    .await;
-    let RunEnd::Exited { status, .. } = end else {
-        panic!("{end:?}")
-    };
-    assert_eq!(status.to_string(), "signal: 11 (SIGSEGV)");
+    assert_eq!(
+        exit_of(&mut w, &tmp.path().join("a"), &["exit", "3"]).await,
+        "exit status: 3"
+    );
+    assert_eq!(
+        exit_of(&mut w, &tmp.path().join("b"), &["crash"]).await,
+        "signal: 11 (SIGSEGV)"
+    );
     assert!(
         w.exited().is_none(),
         "a crashing job does not take the worker with it"
     );
-    let end = run(
-        &mut w,
-        &job(&tmp.path().join("c"), &["exit", "0"]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(matches!(end, RunEnd::Exited { status, .. } if status.success()));
+    assert_eq!(
+        exit_of(&mut w, &tmp.path().join("c"), &["exit", "0"]).await,
+        "exit status: 0"
+    );
     w.shutdown().await;
 }
 
@@ -295,13 +288,10 @@ async fn the_time_limit_and_cancellation_kill_the_job_tree_and_not_the_worker() 
         w.exited().is_none() && w.pid() == worker_pid,
         "the same worker lives on"
     );
-    let end = run(
-        &mut w,
-        &job(&tmp.path().join("c"), &["exit", "0"]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(matches!(end, RunEnd::Exited { status, .. } if status.success()));
+    assert_eq!(
+        exit_of(&mut w, &tmp.path().join("c"), &["exit", "0"]).await,
+        "exit status: 0"
+    );
     w.shutdown().await;
     assert!(gone_soon(worker_pid), "shutdown ends the worker");
 }
@@ -495,13 +485,10 @@ async fn a_dead_or_hanging_idle_worker_is_replaced_before_it_gets_a_job() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut lease = pool.checkout().await.unwrap();
     assert!(![first, second].contains(&lease.worker().pid()));
-    let end = run(
-        lease.worker(),
-        &job(&tmp.path().join("a"), &["exit", "0"]),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(matches!(end, RunEnd::Exited { status, .. } if status.success()));
+    assert_eq!(
+        exit_of(lease.worker(), &tmp.path().join("a"), &["exit", "0"]).await,
+        "exit status: 0"
+    );
     pool.give_back(lease, false);
     assert_eq!(pool.stats().replaced, 2);
     pool.shutdown().await;
