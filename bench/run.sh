@@ -6,16 +6,19 @@
 # 1. builds `grader` and `grader-bench` in release,
 # 2. sets up the grading tool (scripts/setup-venv.sh) and the test control plane
 #    (e2e/control-plane/build.sh; both are no-ops when done before),
-# 3. runs `grader-bench local-overhead`, `kube-latency` and `batch`, and the criterion bench
-#    of the pure utilities (`cargo bench -p grader-model --bench model`),
+# 3. runs `grader-bench local-overhead`, `kube-latency`, `batch` and `warm` (warm workers
+#    against a plain process per submission and the reference's in-process time, with
+#    bench/reference_inprocess.py), and the criterion bench of the pure utilities
+#    (`cargo bench -p grader-model --bench model`),
 # 4. writes bench/results/RESULTS.md: the machine, the command and every table (each
 #    measurement also leaves <name>.json and <name>.md in bench/results/).
 #
-# About 8 minutes on 2 cores once everything is built. Run it on an otherwise idle machine:
+# About 17 minutes on 2 cores once everything is built. Run it on an otherwise idle machine:
 # the load average is recorded next to every table.
 #
 # Environment (optional): BENCH_RUNS (local-overhead rounds, default 7), BENCH_NOOP_RUNS (15),
 # BENCH_SUBMISSIONS (batch size, 200), BENCH_CONCURRENCY (1,4,16), BENCH_INFLIGHT (200),
+# BENCH_WARM_SUBMISSIONS (warm batch size, 50), BENCH_WARM_CONCURRENCY (1,2),
 # BENCH_SKIP_CRITERION=1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,6 +74,11 @@ log "batch throughput and memory ($(uptime))"
     --submissions "${BENCH_SUBMISSIONS:-200}" --concurrency "${BENCH_CONCURRENCY:-1,4,16}" \
     --kube-inflight "${BENCH_INFLIGHT:-200}" >/dev/null
 
+log "warm workers against cold runs and the reference ($(uptime))"
+"$bench" --out "$out" warm --grader "$grader" --convert "$convert" \
+    --submissions "${BENCH_WARM_SUBMISSIONS:-50}" \
+    --concurrency "${BENCH_WARM_CONCURRENCY:-1,2}" >/dev/null
+
 if [[ "${BENCH_SKIP_CRITERION:-}" != 1 ]]; then
     log "criterion: pure utilities ($(uptime))"
     cargo bench --quiet -p grader-model --bench model -- --warm-up-time 1 --measurement-time 3 \
@@ -85,7 +93,7 @@ fi
     echo "$(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s here. Machine:"
     echo
     cat "$out/machine.md"
-    for name in local-overhead kube-latency batch criterion; do
+    for name in local-overhead kube-latency batch warm criterion; do
         if [[ -f "$out/$name.md" ]]; then
             echo
             # One level below the section heading.

@@ -6,6 +6,9 @@
 //!   API server to the backend returning the outcome; API requests per graded submission.
 //! * `batch`: `grader batch` of many submissions with a trivial grading command, local and
 //!   kube backends: submissions per second and peak memory.
+//! * `warm`: `grader batch` with the real grading tool, a plain process per submission
+//!   against warm workers (`local.warm_workers`), beside the reference's in-process time
+//!   (project issue 8).
 //! * `criterion-summary`: the criterion results of `cargo bench -p grader-model` as a table.
 //!
 //! Every subcommand prints a markdown table and writes `<name>.json` and `<name>.md` to the
@@ -20,6 +23,7 @@ mod local_overhead;
 mod proc;
 mod report;
 mod stats;
+mod warm;
 mod workdir;
 
 use std::path::PathBuf;
@@ -56,6 +60,8 @@ enum Command {
     KubeLatency(kube_latency::Args),
     /// `grader batch` throughput and peak memory, local and kube backends.
     Batch(batch::Args),
+    /// Warm workers against a plain process per submission, beside the reference.
+    Warm(warm::Args),
     /// Table of the criterion results under a target directory.
     CriterionSummary(criterion_summary::Args),
 }
@@ -81,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             Command::LocalOverhead(args) => local_overhead::run(&root, &out, args).await,
             Command::KubeLatency(args) => kube_latency::run(&root, &out, args).await,
             Command::Batch(args) => batch::run(&root, &out, args).await,
+            Command::Warm(args) => warm::run(&root, &out, args).await,
             Command::CriterionSummary(args) => criterion_summary::run(&out, args),
         }
     })

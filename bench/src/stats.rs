@@ -1,9 +1,9 @@
 //! Order statistics of a sample.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Summary of a sample (all values in the sample's unit).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub n: usize,
     pub median: f64,
