@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{BatchArgs, Cli, Progress};
-use crate::wiring::{executor, interrupt_token, load_config, outcome_json};
+use crate::wiring::{executor, executor_config, interrupt_token, load_config, outcome_json};
 use crate::{Exit, Usage};
 
 /// Reads and checks every line of a JSONL job file; all problems are reported together.
@@ -157,21 +157,11 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
         JobKind::Autograde
     };
     let mut jobs = read_jobs(&args.jobs)?;
-    let exec = Arc::new(executor(&loaded.config).await?);
-    let workers = loaded.config.local.warm_workers;
-    if loaded.config.backend == grader_config::Backend::Local
-        && workers > 0
-        && args.concurrency > workers
-    {
-        tracing::warn!(
-            "--concurrency {} is more than local.warm_workers = {workers}: at most {workers} jobs grade at once",
-            args.concurrency
-        );
-    }
+    let pipeline = executor_config(&loaded.config)?;
     let mut problems = Vec::new();
     let mut seen = BTreeMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        if let Err(e) = exec.check(job, kind) {
+        if let Err(e) = pipeline.check(job, kind) {
             problems.push(format!(
                 "job {} (submission {}): {e}",
                 i + 1,
@@ -196,6 +186,17 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     }
     std::fs::create_dir_all(&args.results)
         .with_context(|| format!("cannot create results dir {}", args.results.display()))?;
+    let exec = Arc::new(executor(&loaded.config).await?);
+    let workers = loaded.config.local.warm_workers;
+    if loaded.config.backend == grader_config::Backend::Local
+        && workers > 0
+        && args.concurrency > workers
+    {
+        tracing::warn!(
+            "--concurrency {} is more than local.warm_workers = {workers}: at most {workers} jobs grade at once",
+            args.concurrency
+        );
+    }
 
     let mut summary = Summary {
         jobs: jobs.len(),

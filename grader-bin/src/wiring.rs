@@ -137,9 +137,10 @@ pub fn outcome_json(outcome: &Outcome) -> String {
 pub async fn grade_one(cli: &Cli, args: &GradeArgs, kind: JobKind) -> Result<Exit, Usage> {
     let loaded = load_config(cli, Some(&args.backend))?;
     let job = load_job(&args.job)?;
-    let exec = executor(&loaded.config).await?;
-    exec.check(&job, kind)
+    executor_config(&loaded.config)?
+        .check(&job, kind)
         .with_context(|| format!("job file {}", args.job.display()))?;
+    let exec = executor(&loaded.config).await?;
     let cancel = interrupt_token();
     let outcome = exec.run(&job, kind, cancel.clone()).await;
     exec.shutdown().await;

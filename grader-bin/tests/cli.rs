@@ -137,6 +137,43 @@ fn autograde_one_job_prints_the_outcome() {
     assert_eq!(warm["backend"], "local-warm");
     assert_eq!(warm["score"], exp["score"]);
     assert_eq!(warm["gradebook"], outcome["gradebook"]);
+    assert!(
+        !warm["logs"]
+            .as_str()
+            .unwrap()
+            .starts_with("grader: no warm"),
+        "{}",
+        warm["logs"]
+    );
+
+    // The tool named as a program on PATH (the default `grader-convert`) runs warm too.
+    let mut path = std::ffi::OsString::from(convert.parent().unwrap());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let out = grader()
+        .arg("--config")
+        .arg(&config)
+        .args(["--set", "local.warm_workers=1"])
+        .args([
+            "--set",
+            "convert_executable=grader-convert",
+            "autograde",
+            "--job",
+        ])
+        .arg(dir.path().join("jobs/bob.json"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_path: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(on_path["score"], exp["score"]);
+    let logs = on_path["logs"].as_str().unwrap();
+    assert!(!logs.starts_with("grader: no warm"), "{logs}");
 }
 
 #[test]
@@ -282,6 +319,42 @@ fn a_bad_job_exits_2_naming_the_field() {
         err.contains("job.json") && err.contains("submission"),
         "{err}"
     );
+
+    // A job that parses but cannot be graded is refused before any warm worker starts.
+    let bad_commit = dir.path().join("bad-commit.json");
+    std::fs::write(
+        &bad_commit,
+        r#"{"lecture": {"code": "cs101"}, "assignment": {"id": 1, "name": "hw1", "gradebook": {"notebooks": {}}},
+            "submission": {"id": 1, "commit_hash": "not-a-commit", "username": "u"}}"#,
+    )
+    .unwrap();
+    let bad_list = dir.path().join("bad-commit.jsonl");
+    let one_line = std::fs::read_to_string(&bad_commit)
+        .unwrap()
+        .replace('\n', " ");
+    std::fs::write(&bad_list, one_line + "\n").unwrap();
+    for args in [["autograde", "--job"], ["batch", ""]] {
+        let file = if args[0] == "batch" {
+            &bad_list
+        } else {
+            &bad_commit
+        };
+        let out = grader()
+            .arg("--config")
+            .arg(&config)
+            .args(["--set", "local.warm_workers=2", "--log", "info"])
+            .args(args.iter().filter(|a| !a.is_empty()))
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not-a-commit"), "{args:?}: {err}");
+        assert!(
+            !err.contains("warm"),
+            "{args:?}: a worker was started: {err}"
+        );
+    }
 
     let jobs = dir.path().join("jobs.jsonl");
     std::fs::write(&jobs, "{\"lecture\": {\"code\": \"c\"}}\nnot json\n").unwrap();

@@ -106,6 +106,48 @@ impl ExecutorConfig {
             keep_workdirs: false,
         }
     }
+
+    /// Checks a job against these settings without touching the disk and returns its paths
+    /// (before a backend is started, so that bad input fails fast).
+    pub fn check(&self, job: &Job, kind: JobKind) -> Result<JobPaths, JobError> {
+        let prefix = match kind {
+            JobKind::Autograde => "submission",
+            JobKind::Feedback => "feedback",
+        };
+        let paths = JobPaths::new(
+            &self.service_dir,
+            &self.relative_input_path,
+            &self.relative_output_path,
+            &job.lecture,
+            job.assignment.id,
+            &job.submission,
+            prefix,
+        )?;
+        if !is_commit_hash(&job.submission.commit_hash) {
+            return Err(JobError::CommitHash(job.submission.commit_hash.clone()));
+        }
+        if !job.submission.score_scaling.is_finite() {
+            return Err(JobError::ScoreScaling(job.submission.score_scaling));
+        }
+        if kind == JobKind::Feedback && job.submission_gradebook.is_none() {
+            return Err(JobError::Missing(
+                "feedback needs the submission's gradebook (submission.gradebook or \
+                 submission.gradebook_path)"
+                    .into(),
+            ));
+        }
+        if kind == JobKind::Autograde
+            && job.submission.manual_status != ManualStatus::NotGraded
+            && job.submission_gradebook.is_none()
+        {
+            return Err(JobError::Missing(format!(
+                "submission.manual_status is {:?}: the job must carry the submission's gradebook \
+                 (submission.gradebook or submission.gradebook_path) so its manual grades are kept",
+                job.submission.manual_status
+            )));
+        }
+        Ok(paths)
+    }
 }
 
 /// One submission to grade, with the gradebooks it needs.
@@ -271,43 +313,7 @@ impl Executor {
 
     /// Checks a job without touching the disk and returns its paths.
     pub fn check(&self, job: &Job, kind: JobKind) -> Result<JobPaths, JobError> {
-        let prefix = match kind {
-            JobKind::Autograde => "submission",
-            JobKind::Feedback => "feedback",
-        };
-        let paths = JobPaths::new(
-            &self.config.service_dir,
-            &self.config.relative_input_path,
-            &self.config.relative_output_path,
-            &job.lecture,
-            job.assignment.id,
-            &job.submission,
-            prefix,
-        )?;
-        if !is_commit_hash(&job.submission.commit_hash) {
-            return Err(JobError::CommitHash(job.submission.commit_hash.clone()));
-        }
-        if !job.submission.score_scaling.is_finite() {
-            return Err(JobError::ScoreScaling(job.submission.score_scaling));
-        }
-        if kind == JobKind::Feedback && job.submission_gradebook.is_none() {
-            return Err(JobError::Missing(
-                "feedback needs the submission's gradebook (submission.gradebook or \
-                 submission.gradebook_path)"
-                    .into(),
-            ));
-        }
-        if kind == JobKind::Autograde
-            && job.submission.manual_status != ManualStatus::NotGraded
-            && job.submission_gradebook.is_none()
-        {
-            return Err(JobError::Missing(format!(
-                "submission.manual_status is {:?}: the job must carry the submission's gradebook \
-                 (submission.gradebook or submission.gradebook_path) so its manual grades are kept",
-                job.submission.manual_status
-            )));
-        }
-        Ok(paths)
+        self.config.check(job, kind)
     }
 
     /// The backend's task for a job, checked as [`Executor::check`] does (for previews such

@@ -54,6 +54,9 @@ pub enum WarmError {
         /// The tail of what the worker printed to stderr.
         stderr: String,
     },
+    /// The grading tool is neither a path to a file nor a program on `PATH`.
+    #[error("cannot find the grading tool {0} (convert_executable), as a path or on PATH")]
+    ToolNotFound(PathBuf),
     /// The grading tool's script does not name its interpreter on a `#!` line.
     #[error("cannot tell which python runs {0}: its first line is not a `#!` interpreter line")]
     NoPython(PathBuf),
@@ -95,6 +98,21 @@ pub fn python_of(convert_executable: &Path) -> Option<PathBuf> {
         }
         _ => Some(PathBuf::from(interpreter)),
     }
+}
+
+/// Where `program` is: itself when it names a path (has a `/`), else the first executable
+/// file of that name in the directories of `path` (a `PATH` value), as `execvp` looks it up.
+pub fn find_program(program: &Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(program))
+        .find(|c| {
+            c.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Distinguishes the private directories of pools started by one process.
@@ -218,6 +236,30 @@ mod tests {
         assert_eq!(read_capped(&path, 100).unwrap(), expected.into_string());
         std::fs::write(&path, b"short\0 log").unwrap();
         assert_eq!(read_capped(&path, 100).unwrap(), "short log");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn programs_are_found_like_execvp_finds_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("grader-find-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::write(b.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([&a, &b]).unwrap();
+        // a/tool is not executable: skipped.
+        assert_eq!(
+            find_program(Path::new("tool"), Some(&path)),
+            Some(b.join("tool"))
+        );
+        assert_eq!(find_program(Path::new("nope"), Some(&path)), None);
+        assert_eq!(find_program(Path::new("tool"), None), None);
+        // A path is taken as it is, if it is a file.
+        assert_eq!(find_program(&a.join("tool"), None), Some(a.join("tool")));
+        assert_eq!(find_program(&a.join("missing"), Some(&path)), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

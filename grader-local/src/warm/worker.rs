@@ -13,7 +13,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, Event, Hello, PROTOCOL, Request};
-use super::{RunChild, WarmError, python_of};
+use super::{RunChild, WarmError, find_program, python_of};
 use crate::local::passed_env;
 use crate::logs::LogBuffer;
 use crate::process_tree;
@@ -55,8 +55,10 @@ impl WorkerSpec {
     /// Workers for the console script `convert_executable`, with the python named on its `#!`
     /// line (see [`python_of`]).
     pub fn for_tool(convert_executable: &Path) -> Result<WorkerSpec, WarmError> {
-        let python = python_of(convert_executable)
-            .ok_or_else(|| WarmError::NoPython(convert_executable.to_path_buf()))?;
+        let path = std::env::var_os("PATH");
+        let script = find_program(convert_executable, path.as_deref())
+            .ok_or_else(|| WarmError::ToolNotFound(convert_executable.to_path_buf()))?;
+        let python = python_of(&script).ok_or(WarmError::NoPython(script))?;
         let entry_point = convert_executable
             .file_name()
             .and_then(|n| n.to_str())
