@@ -189,7 +189,11 @@ fn batch_with_concurrency_four_grades_every_submission_exactly_cold_and_warm() {
         let dir = tempfile::tempdir().unwrap();
         let config = course(dir.path(), &convert, &[]);
         let results = dir.path().join("results");
+        // A TMPDIR of its own: the workers inherit it and keep their logs under it.
+        let tmpdir = dir.path().join("tmp");
+        std::fs::create_dir(&tmpdir).unwrap();
         let out = grader()
+            .env("TMPDIR", &tmpdir)
             .arg("--config")
             .arg(&config)
             .args(["--set", set, "batch"])
@@ -218,14 +222,25 @@ fn batch_with_concurrency_four_grades_every_submission_exactly_cold_and_warm() {
                 .unwrap();
         assert_eq!(summary["graded"], 4);
         assert_eq!(summary["score_max"], 6.0);
+        // The workers exited with grader and took their directory with them.
+        let left = processes_with_tmpdir(&tmpdir);
+        assert!(left.is_empty(), "{mode}: processes left: {left:?}");
+        let files: Vec<_> = std::fs::read_dir(&tmpdir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.to_string_lossy().starts_with(".grader-warm")),
+            "{mode}: {files:?}"
+        );
     }
     assert_eq!(
         gradebooks[0], gradebooks[1],
         "warm and cold gradebooks differ"
     );
-    // The workers exited with grader.
-    let workers = orphaned_warm_workers();
-    assert!(workers.is_empty(), "warm workers left: {workers:?}");
 }
 
 #[test]
@@ -399,32 +414,17 @@ fn slug_prints_the_slug_and_refuses_bad_parameters() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("limit"));
 }
 
-/// Warm workers whose parent is not a running `grader` (other tests may run theirs), after
-/// giving exiting ones a moment.
-fn orphaned_warm_workers() -> Vec<String> {
+/// Processes whose environment holds `TMPDIR={tmpdir}` (warm workers inherit it), after
+/// giving exiting ones a moment. A worker is not dumpable, so only root (as under CI) can
+/// read its environment; the check of the worker directory below works for anyone.
+fn processes_with_tmpdir(tmpdir: &Path) -> Vec<String> {
+    let needle = format!("TMPDIR={}\0", tmpdir.display()).into_bytes();
     let scan = || {
         let mut found = vec![];
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let cmd = std::fs::read(entry.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .unwrap_or_default();
-            if !cmd.contains("grader_warm_worker") {
-                continue;
-            }
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                .unwrap_or("0")
-                .to_string();
-            let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
-            if parent.trim() != "grader" {
-                found.push(format!(
-                    "{}: parent {ppid} ({})",
-                    entry.file_name().to_string_lossy(),
-                    parent.trim()
-                ));
+            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if env.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                found.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
         found

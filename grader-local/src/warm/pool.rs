@@ -138,9 +138,16 @@ impl WarmPool {
             counters: Counters::default(),
         });
         let pool = WarmPool { inner };
+        // The imports are CPU-bound: at most one per core at a time, so that each start stays
+        // within its timeout however many workers there are.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let gate = Arc::new(Semaphore::new(cores));
         let starts = (0..pool.inner.settings.workers).map(|_| {
-            let spec = pool.inner.spec.clone();
-            tokio::spawn(async move { Worker::start(&spec).await })
+            let (spec, gate) = (pool.inner.spec.clone(), gate.clone());
+            tokio::spawn(async move {
+                let _turn = gate.acquire_owned().await;
+                Worker::start(&spec).await
+            })
         });
         let mut first_error = None;
         for started in starts.collect::<Vec<_>>() {
