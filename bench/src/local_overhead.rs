@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use grader_local::local::PASSED_ENV;
 use grader_local::{GradingTask, Job};
 use grader_model::gradebook::Gradebook;
-use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -153,12 +152,10 @@ struct Setup<'a> {
 
 /// The time of the first JSON log line whose message is `message`, if any.
 fn log_time(stderr: &Path, message: &str) -> Option<SystemTime> {
-    let text = std::fs::read_to_string(stderr).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["fields"]["message"] == message)
-        .and_then(|v| v["timestamp"].as_str()?.parse::<Timestamp>().ok())
-        .map(SystemTime::from)
+    report::log_times(stderr, message, false)
+        .ok()?
+        .into_iter()
+        .next()
 }
 
 impl Setup<'_> {

@@ -1,9 +1,12 @@
 //! Writing results: a markdown table for people, JSON for programs.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::Context;
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
+use serde_json::Value;
 
 /// A markdown table.
 #[derive(Debug, Default)]
@@ -77,4 +80,26 @@ pub fn load_average() -> String {
                 .reduce(|a, b| a + " " + &b)
         })
         .unwrap_or_else(|| "?".into())
+}
+
+/// The times of every JSON log line whose message is `message` (or starts with it, if
+/// `prefix`), in order.
+pub fn log_times(stderr: &Path, message: &str, prefix: bool) -> anyhow::Result<Vec<SystemTime>> {
+    let text =
+        std::fs::read_to_string(stderr).with_context(|| format!("read {}", stderr.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"].as_str().is_some_and(|m| {
+                if prefix {
+                    m.starts_with(message)
+                } else {
+                    m == message
+                }
+            })
+        })
+        .filter_map(|v| v["timestamp"].as_str()?.parse::<Timestamp>().ok())
+        .map(SystemTime::from)
+        .collect())
 }

@@ -22,7 +22,6 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -161,28 +160,6 @@ impl Target {
             warm_max_duration_s: warm.duration_ms.max / 1000.0,
         })
     }
-}
-
-/// The times of every JSON log line whose message is `message` (or starts with it, if
-/// `prefix`), in order.
-fn log_times(stderr: &Path, message: &str, prefix: bool) -> anyhow::Result<Vec<SystemTime>> {
-    let text =
-        std::fs::read_to_string(stderr).with_context(|| format!("read {}", stderr.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| {
-            v["fields"]["message"].as_str().is_some_and(|m| {
-                if prefix {
-                    m.starts_with(message)
-                } else {
-                    m == message
-                }
-            })
-        })
-        .filter_map(|v| v["timestamp"].as_str()?.parse::<Timestamp>().ok())
-        .map(SystemTime::from)
-        .collect())
 }
 
 /// Expected score per submission id (`expected.jsonl` of the service dir).
@@ -329,8 +306,8 @@ impl Bench<'_> {
             t.duration_since(spawned)
                 .map_or(f64::NAN, |d| d.as_secs_f64())
         };
-        let ready = log_times(&stderr, READY, false)?;
-        let replacements = log_times(&stderr, REPLACING, true)?.len();
+        let ready = report::log_times(&stderr, READY, false)?;
+        let replacements = report::log_times(&stderr, REPLACING, true)?.len();
         let startup_s = if mode == "warm" {
             match ready.get(concurrency as usize - 1) {
                 Some(t) => since_spawn(t),
@@ -341,7 +318,7 @@ impl Bench<'_> {
                 ),
             }
         } else {
-            log_times(&stderr, JOB_STARTING, false)?
+            report::log_times(&stderr, JOB_STARTING, false)?
                 .first()
                 .map_or(f64::NAN, since_spawn)
         };
@@ -701,12 +678,15 @@ mod tests {
             ),
         )
         .unwrap();
-        let ready = log_times(&path, READY, false).unwrap();
+        let ready = report::log_times(&path, READY, false).unwrap();
         assert_eq!(ready.len(), 2);
         let gap = ready[1].duration_since(ready[0]).unwrap();
         assert_eq!(gap.as_secs(), 3);
-        assert_eq!(log_times(&path, JOB_STARTING, false).unwrap().len(), 1);
-        assert_eq!(log_times(&path, REPLACING, true).unwrap().len(), 1);
-        assert_eq!(log_times(&path, REPLACING, false).unwrap().len(), 0);
+        assert_eq!(
+            report::log_times(&path, JOB_STARTING, false).unwrap().len(),
+            1
+        );
+        assert_eq!(report::log_times(&path, REPLACING, true).unwrap().len(), 1);
+        assert_eq!(report::log_times(&path, REPLACING, false).unwrap().len(), 0);
     }
 }

@@ -47,6 +47,18 @@ fn grader() -> Command {
 }
 
 /// A service dir from the example course and a config file for it.
+/// Runs `cmd`, which must exit 0, and parses what it printed as JSON.
+fn outcome_of(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn course(dir: &Path, convert: &Path, args: &[&str]) -> PathBuf {
     let status = Command::new("bash")
         .arg(repo_root().join("examples/make-service-dir.sh"))
@@ -83,20 +95,13 @@ fn autograde_one_job_prints_the_outcome() {
     };
     let dir = tempfile::tempdir().unwrap();
     let config = course(dir.path(), &convert, &["--students", "bob"]);
-    let out = grader()
-        .arg("--config")
-        .arg(&config)
-        .args(["autograde", "--job"])
-        .arg(dir.path().join("jobs/bob.json"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let outcome = outcome_of(
+        grader()
+            .arg("--config")
+            .arg(&config)
+            .args(["autograde", "--job"])
+            .arg(dir.path().join("jobs/bob.json")),
     );
-    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
     let exp = &expected(dir.path())[0];
     for key in [
         "submission_id",
@@ -120,20 +125,13 @@ fn autograde_one_job_prints_the_outcome() {
     assert_eq!(outcome["max_score"], exp["max_score"]);
 
     // The same job on a warm worker gives the same result.
-    let out = grader()
-        .arg("--config")
-        .arg(&config)
-        .args(["--set", "local.warm_workers=1", "autograde", "--job"])
-        .arg(dir.path().join("jobs/bob.json"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let warm = outcome_of(
+        grader()
+            .arg("--config")
+            .arg(&config)
+            .args(["--set", "local.warm_workers=1", "autograde", "--job"])
+            .arg(dir.path().join("jobs/bob.json")),
     );
-    let warm: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(warm["backend"], "local-warm");
     assert_eq!(warm["score"], exp["score"]);
     assert_eq!(warm["gradebook"], outcome["gradebook"]);
@@ -150,27 +148,16 @@ fn autograde_one_job_prints_the_outcome() {
     let mut path = std::ffi::OsString::from(convert.parent().unwrap());
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_default());
-    let out = grader()
-        .arg("--config")
-        .arg(&config)
-        .args(["--set", "local.warm_workers=1"])
-        .args([
-            "--set",
-            "convert_executable=grader-convert",
-            "autograde",
-            "--job",
-        ])
-        .arg(dir.path().join("jobs/bob.json"))
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let on_path = outcome_of(
+        grader()
+            .arg("--config")
+            .arg(&config)
+            .args(["--set", "local.warm_workers=1"])
+            .args(["--set", "convert_executable=grader-convert"])
+            .args(["autograde", "--job"])
+            .arg(dir.path().join("jobs/bob.json"))
+            .env("PATH", path),
     );
-    let on_path: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(on_path["score"], exp["score"]);
     let logs = on_path["logs"].as_str().unwrap();
     assert!(!logs.starts_with("grader: no warm"), "{logs}");
@@ -621,20 +608,13 @@ fn feedback_after_autograde_commits_html_to_the_feedback_branch() {
     job["submission"]["gradebook"] = outcome["gradebook"].clone();
     let job_path = dir.path().join("feedback.json");
     std::fs::write(&job_path, job.to_string()).unwrap();
-    let out = grader()
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-format", "json", "--log", "info", "feedback", "--job"])
-        .arg(&job_path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let fb = outcome_of(
+        grader()
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-format", "json", "--log", "info", "feedback", "--job"])
+            .arg(&job_path),
     );
-    let fb: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(fb["status"], "generated");
     let commit = job["submission"]["commit_hash"].as_str().unwrap();
     assert_eq!(fb["branch"], format!("feedback_{commit}"));

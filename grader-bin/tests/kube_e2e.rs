@@ -548,6 +548,15 @@ async fn a_pod_past_max_grading_time_fails_the_job_in_bounded_time_and_is_delete
 }
 
 /// Starts `grader autograde` for bob in the background (stdout and stderr captured).
+/// The configuration that grades with the test's `grader-convert-slow` stand-in.
+fn slow_config(env: &Env) -> Result<std::path::PathBuf> {
+    env.config(
+        "grader.toml",
+        "convert_executable = \"grader-convert-slow\"",
+        "",
+    )
+}
+
 fn spawn_autograde(env: &Env, config: &std::path::Path) -> Result<tokio::process::Child> {
     let mut cmd = env.grader(config, env.cp.kubeconfig_path());
     cmd.args(["autograde", "--job"])
@@ -588,11 +597,7 @@ async fn a_pod_deleted_by_someone_else_fails_the_job_saying_so() -> Result<()> {
     let exp = env.expected_for("bob")?;
     let name = pod_name(&exp);
     let observer = PodObserver::start(env.pods()).await?;
-    let config = env.config(
-        "grader.toml",
-        "convert_executable = \"grader-convert-slow\"",
-        "",
-    )?;
+    let config = slow_config(&env)?;
     let started = Instant::now();
     let child = spawn_autograde(&env, &config)?;
     observer
@@ -636,11 +641,7 @@ async fn an_api_server_restart_mid_watch_does_not_disturb_grading() -> Result<()
     let exp = env.expected_for("bob")?;
     let name = pod_name(&exp);
     let observer = PodObserver::start(env.pods()).await?;
-    let config = env.config(
-        "grader.toml",
-        "convert_executable = \"grader-convert-slow\"",
-        "",
-    )?;
+    let config = slow_config(&env)?;
     let child = spawn_autograde(&env, &config)?;
     observer
         .wait_phase(&name, "Running", Duration::from_secs(60))
@@ -796,11 +797,7 @@ async fn a_running_pod_of_a_killed_grader_is_adopted_by_the_next_run() -> Result
     let exp = env.expected_for("bob")?;
     let name = pod_name(&exp);
     let observer = PodObserver::start(env.pods()).await?;
-    let config = env.config(
-        "grader.toml",
-        "convert_executable = \"grader-convert-slow\"",
-        "",
-    )?;
+    let config = slow_config(&env)?;
     // The first grader dies (SIGKILL: no clean-up) while its pod runs.
     let mut first = spawn_autograde(&env, &config)?;
     observer
@@ -1094,11 +1091,7 @@ async fn ctrl_c_during_a_kube_batch_deletes_the_running_pods() -> Result<()> {
     };
     let expected = env.expected()?;
     let observer = PodObserver::start(env.pods()).await?;
-    let config = env.config(
-        "grader.toml",
-        "convert_executable = \"grader-convert-slow\"",
-        "",
-    )?;
+    let config = slow_config(&env)?;
     let results = env.scratch.join("results");
     let mut cmd = env.grader(&config, env.cp.kubeconfig_path());
     cmd.arg("batch")

@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use grader_local::{GradingTask, JobKind};
 use grader_model::pod::CONTAINER_NAME;
-use grader_model::{Changes, Hardening, PodParams, hashed_slug, make_pod, pod_name};
+use grader_model::{Changes, Hardening, PodParams, hashed_slug, make_pod, pod_name, sha256_hex};
 use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, Pod};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::error::KubeError;
 use crate::settings::KubeSettings;
@@ -129,8 +128,7 @@ pub fn label_value(raw: &str) -> String {
             sanitized.push('-');
         }
     }
-    let digest = Sha256::digest(raw.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = sha256_hex(raw)[..8].to_string();
     let head: &str = sanitized.get(..63 - 9).unwrap_or(&sanitized);
     let head = head.trim_matches(|c: char| !c.is_ascii_alphanumeric());
     if head.is_empty() {

@@ -75,6 +75,30 @@ fn settings() -> KubeSettings {
 
 /// A backend over a mock whose watch is fed by the returned [`Ctx`]; `configure` adds the
 /// expectations of the test. `logs` and `delete` succeed and are recorded unless configured.
+/// The first create meets a leftover pod (409), which `get` returns as `old`; the backend
+/// deletes it, and the delete event comes `gone_after` later; the second create succeeds.
+fn expect_replacing(m: &mut MockApi, c: &Ctx, old: Pod, gone_after: Duration) {
+    let c2 = c.clone();
+    m.expect_create().times(2).returning(move |_| {
+        c2.log("create");
+        if c2.count("create") == 1 {
+            return Err(ApiError::status(409, "AlreadyExists", "exists"));
+        }
+        c2.apply(pod("new", succeeded()));
+        Ok(pod("new", pending()))
+    });
+    let c = c.clone();
+    m.expect_get().times(1).returning(move |_| {
+        c.log("get");
+        let (c3, gone) = (c.clone(), old.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(gone_after).await;
+            c3.emit(Event::Delete(gone));
+        });
+        Ok(Some(old.clone()))
+    });
+}
+
 fn setup(settings: KubeSettings, configure: impl FnOnce(&mut MockApi, &Ctx)) -> (KubeBackend, Ctx) {
     let (tx, rx) = unbounded::<WatchItem>();
     let ctx = Ctx {
@@ -574,25 +598,12 @@ async fn already_exists_adopts_the_running_pod_of_the_same_job() {
 #[tokio::test(start_paused = true)]
 async fn already_exists_replaces_a_pod_of_another_commit() {
     let (backend, ctx) = setup(settings(), |m, c| {
-        let c2 = c.clone();
-        m.expect_create().times(2).returning(move |_| {
-            c2.log("create");
-            if c2.count("create") == 1 {
-                return Err(ApiError::status(409, "AlreadyExists", "exists"));
-            }
-            c2.apply(pod("new", succeeded()));
-            Ok(pod("new", pending()))
-        });
-        let c = c.clone();
-        m.expect_get().times(1).returning(move |_| {
-            c.log("get");
-            let c3 = c.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                c3.emit(Event::Delete(pod_with("old", "0ld", running())));
-            });
-            Ok(Some(pod_with("old", "0ld", running())))
-        });
+        expect_replacing(
+            m,
+            c,
+            pod_with("old", "0ld", running()),
+            Duration::from_secs(3),
+        )
     });
     let start = Instant::now();
     backend
@@ -620,25 +631,7 @@ async fn already_exists_replaces_a_pod_of_another_commit() {
 #[tokio::test(start_paused = true)]
 async fn a_running_pod_of_the_same_job_is_replaced_when_the_work_dirs_were_prepared_anew() {
     let (backend, ctx) = setup(settings(), |m, c| {
-        let c2 = c.clone();
-        m.expect_create().times(2).returning(move |_| {
-            c2.log("create");
-            if c2.count("create") == 1 {
-                return Err(ApiError::status(409, "AlreadyExists", "exists"));
-            }
-            c2.apply(pod("new", succeeded()));
-            Ok(pod("new", pending()))
-        });
-        let c = c.clone();
-        m.expect_get().times(1).returning(move |_| {
-            c.log("get");
-            let c3 = c.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                c3.emit(Event::Delete(pod("old", running())));
-            });
-            Ok(Some(pod("old", running())))
-        });
+        expect_replacing(m, c, pod("old", running()), Duration::from_secs(1))
     });
     // `task()` has `resume: false`: its old pod's mounts point at directories made anew.
     backend

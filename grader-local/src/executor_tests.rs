@@ -131,6 +131,16 @@ fn grading_backend(q1: f64, seen: Arc<Mutex<Option<GradingTask>>>) -> MockGradin
     b
 }
 
+/// A pipeline over `git` whose backend grades question 1 with 2.0 points (see
+/// [`grading_backend`]).
+fn executor_grading(
+    config: ExecutorConfig,
+    git: MockGit,
+    seen: Arc<Mutex<Option<GradingTask>>>,
+) -> Executor {
+    Executor::new(config, Arc::new(git), Arc::new(grading_backend(2.0, seen)))
+}
+
 fn exporting_git(expect_repo: &'static str, expect_rev: &'static str) -> MockGit {
     let mut g = MockGit::new();
     g.expect_export()
@@ -181,11 +191,7 @@ async fn autograde_scores_commits_whitelist_and_cleans_up() {
         "git/cs101/3/autograde/user/alice",
         "submission_0f3c9a",
     );
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(grading_backend(2.0, seen.clone())),
-    );
+    let exec = executor_grading(config, git, seen.clone());
 
     let out = exec.autograde(&job, CancellationToken::new()).await;
 
@@ -230,11 +236,7 @@ async fn edited_submissions_are_fetched_from_the_edit_repo() {
         "autograde/user/alice",
         "submission_0f3c9a",
     );
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(grading_backend(2.0, Arc::default())),
-    );
+    let exec = executor_grading(config, git, Arc::default());
     let out = exec.autograde(&job, CancellationToken::new()).await;
     assert!(out.status.is_success(), "{out:?}");
 }
@@ -377,11 +379,7 @@ async fn a_failed_commit_fails_the_job() {
                 stderr: "locked".into(),
             })
         });
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(grading_backend(2.0, Arc::default())),
-    );
+    let exec = executor_grading(config, git, Arc::default());
     let out = exec.autograde(&job, CancellationToken::new()).await;
     assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
     assert!(out.error.unwrap().contains("could not commit the results"));
@@ -436,11 +434,7 @@ async fn keep_workdirs_keeps_them() {
         "autograde/user/alice",
         "submission_0f3c9a",
     );
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(grading_backend(2.0, Arc::default())),
-    );
+    let exec = executor_grading(config, git, Arc::default());
     let out = exec.autograde(&job, CancellationToken::new()).await;
     assert!(out.status.is_success());
     assert!(
@@ -465,11 +459,7 @@ async fn feedback_reads_the_autograde_branch_and_commits_only_html() {
         "feedback_0f3c9a",
     );
     let seen = Arc::new(Mutex::new(None));
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(grading_backend(2.0, seen.clone())),
-    );
+    let exec = executor_grading(config, git, seen.clone());
     let out = exec.generate_feedback(&job, CancellationToken::new()).await;
     assert_eq!(
         out.status,
@@ -508,11 +498,7 @@ async fn feedback_after_failed_autograding_but_manual_grading_reads_the_user_rep
         "feedback/user/alice",
         "feedback_0f3c9a",
     );
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(grading_backend(2.0, Arc::default())),
-    );
+    let exec = executor_grading(config, git, Arc::default());
     let out = exec.generate_feedback(&job, CancellationToken::new()).await;
     assert!(out.status.is_success(), "{out:?}");
 }

@@ -98,14 +98,7 @@ async fn max_grading_time_kills_the_whole_tree_even_other_sessions() {
     assert!(start.elapsed() < Duration::from_secs(20));
     assert!(err.reason.contains("max_grading_time"), "{}", err.reason);
     assert!(err.logs.contains("started"));
-    let mut left = support::processes_with(&marker);
-    for _ in 0..20 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        left = support::processes_with(&marker);
-    }
+    let left = support::settled(|| support::processes_with(&marker));
     assert!(left.is_empty(), "stray processes: {left:?}");
 }
 

@@ -122,14 +122,7 @@ async fn a_notebook_that_loops_forever_is_killed_at_max_grading_time() {
         "{out:?}"
     );
     let input = service.join("convert_in/submission_900");
-    let mut left = support::processes_with(input.to_str().unwrap());
-    for _ in 0..30 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        left = support::processes_with(input.to_str().unwrap());
-    }
+    let left = support::settled(|| support::processes_with(input.to_str().unwrap()));
     assert!(left.is_empty(), "stray processes: {left:?}");
     let kernels: Vec<String> = support::processes_with("ipykernel_launcher")
         .into_iter()

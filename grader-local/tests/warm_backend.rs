@@ -251,43 +251,8 @@ async fn warm_runs_give_the_gradebooks_and_commits_of_cold_runs() {
             "below worker {pid}"
         );
     }
-    let left = strays_under(warm_dir.path());
+    let left = support::strays_under(warm_dir.path());
     assert!(left.is_empty(), "stray processes: {left:?}");
-}
-
-/// Processes whose working directory or command line is under `dir`.
-fn processes_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut found = vec![];
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_err() {
-            continue;
-        }
-        let cwd = std::fs::read_link(entry.path().join("cwd"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let cmd = std::fs::read(entry.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .unwrap_or_default();
-        if cwd.starts_with(&needle) || cmd.contains(&needle) {
-            found.push(format!("{name}: cwd={cwd} cmd={cmd}"));
-        }
-    }
-    found
-}
-
-/// [`processes_under`], waiting a little for killed ones to disappear.
-fn strays_under(dir: &Path) -> Vec<String> {
-    let mut left = processes_under(dir);
-    for _ in 0..30 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        left = processes_under(dir);
-    }
-    left
 }
 
 /// A loopy submission (never-ending `total_value`) as submission `id` of user `loopy{id}`,
@@ -337,7 +302,7 @@ async fn the_time_limit_and_cancellation_kill_the_job_and_not_its_worker() {
         "the tool's log: {}",
         out.logs
     );
-    let left = strays_under(service);
+    let left = support::strays_under(service);
     assert!(left.is_empty(), "stray processes: {left:?}");
     assert!(process_tree::descendants(worker).is_empty());
 
@@ -360,7 +325,7 @@ async fn the_time_limit_and_cancellation_kill_the_job_and_not_its_worker() {
     );
     assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
     assert!(out.error.as_deref().unwrap().contains("cancel"), "{out:?}");
-    let left = strays_under(service);
+    let left = support::strays_under(service);
     assert!(left.is_empty(), "stray processes: {left:?}");
 
     // The same worker grades the next submission.

@@ -97,27 +97,6 @@ fn gone_soon(pid: u32) -> bool {
     false
 }
 
-/// Live processes whose working directory is `dir`, after giving killed ones a moment.
-fn in_dir(dir: &Path) -> Vec<u32> {
-    let mut found = vec![];
-    for _ in 0..50 {
-        found = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                alive(*pid)
-                    && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir)
-            })
-            .collect();
-        if found.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    found
-}
-
 /// Runs `argv` in `dir` with a 30 s limit; the exit status as it prints.
 async fn exit_of(w: &mut Worker, dir: &Path, argv: &[&str]) -> String {
     match run(w, &job(dir, argv), Duration::from_secs(30)).await {
@@ -376,7 +355,7 @@ async fn the_pool_runs_jobs_on_separate_workers_and_replaces_a_killed_one() {
     let now = pool.idle_pids();
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(!now.contains(&killed));
-    let leftovers = in_dir(&tmp.path().join("k"));
+    let leftovers = support::strays_under(&tmp.path().join("k"));
     assert!(
         leftovers.is_empty(),
         "the job of the killed worker was killed too: {leftovers:?}"

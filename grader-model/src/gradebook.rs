@@ -326,18 +326,7 @@ fn wrong_type(path: String, expected: &'static str, found: &Value) -> GradebookE
             path
         },
         expected,
-        found: json_type(found),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        found: crate::k8s::json_type(found),
     }
 }
 

@@ -333,7 +333,8 @@ fn find_dropped(given: &Value, kept: &Value, path: &mut String) -> bool {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// How an error message names the JSON type of `value` (`an object`, `a string`, ...).
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -20,4 +20,6 @@ pub use k8s::{
 };
 pub use pod::{Hardening, PodParams, make_pod};
 pub use pod_name::{is_dns1123_label, pod_name};
-pub use slug::{DEFAULT_HASH_LENGTH, DEFAULT_LIMIT, SlugError, hashed_slug, hashed_slug_default};
+pub use slug::{
+    DEFAULT_HASH_LENGTH, DEFAULT_LIMIT, SlugError, hashed_slug, hashed_slug_default, sha256_hex,
+};

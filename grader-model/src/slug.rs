@@ -65,7 +65,7 @@ fn shorten(slug: &str, limit: usize, hash_length: usize) -> String {
 }
 
 /// Lowercase hex SHA-256 of the UTF-8 bytes of `s` (64 ASCII characters).
-pub(crate) fn sha256_hex(s: &str) -> String {
+pub fn sha256_hex(s: &str) -> String {
     let digest = Sha256::digest(s.as_bytes());
     let mut hex = String::with_capacity(64);
     for byte in digest {

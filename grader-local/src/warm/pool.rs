@@ -3,7 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,7 +75,6 @@ struct Inner {
     dir: PathBuf,
     idle: Mutex<Vec<Worker>>,
     slots: Arc<Semaphore>,
-    closed: AtomicBool,
     start_failures: AtomicU32,
     disabled: Mutex<Option<String>>,
     logs: AtomicU64,
@@ -131,7 +130,6 @@ impl WarmPool {
             settings,
             dir,
             idle: Mutex::new(Vec::new()),
-            closed: AtomicBool::new(false),
             start_failures: AtomicU32::new(0),
             disabled: Mutex::new(None),
             logs: AtomicU64::new(0),
@@ -315,7 +313,7 @@ impl WarmPool {
             } else {
                 drop(old);
             }
-            if pool.inner.closed.load(Ordering::Relaxed) || pool.disabled().is_some() {
+            if pool.inner.slots.is_closed() || pool.disabled().is_some() {
                 return;
             }
             match Worker::start(&pool.inner.spec).await {
@@ -347,7 +345,6 @@ impl WarmPool {
     /// Lets every idle worker exit (they kill nothing but their own, finished state) and stops
     /// handing out workers; jobs still running keep theirs until they end.
     pub async fn shutdown(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.slots.close();
         let idle: Vec<Worker> = self
             .inner
@@ -388,7 +385,7 @@ impl WarmPool {
     }
 
     fn push_idle(&self, worker: Worker) {
-        if self.inner.closed.load(Ordering::Relaxed) {
+        if self.inner.slots.is_closed() {
             tokio::spawn(worker.shutdown());
             return;
         }

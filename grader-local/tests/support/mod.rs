@@ -91,6 +91,47 @@ pub fn processes_with(needle: &str) -> Vec<String> {
     found
 }
 
+/// Processes whose working directory or command line is under `dir`.
+pub fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cmd = std::fs::read(entry.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        if cwd.starts_with(&needle) || cmd.contains(&needle) {
+            found.push(format!("{name}: cwd={cwd} cmd={cmd}"));
+        }
+    }
+    found
+}
+
+/// [`processes_under`], waiting a little for killed ones to disappear.
+pub fn strays_under(dir: &Path) -> Vec<String> {
+    settled(|| processes_under(dir))
+}
+
+/// What `find` finds once it has found nothing or 3 s have passed (killed processes take a
+/// moment to disappear).
+pub fn settled(find: impl Fn() -> Vec<String>) -> Vec<String> {
+    let mut left = find();
+    for _ in 0..30 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = find();
+    }
+    left
+}
+
 /// Runs git with `args`, panicking with its stderr when it fails; returns stdout.
 pub fn git(args: &[&str]) -> String {
     let out = Command::new("git").args(args).output().unwrap();

@@ -571,32 +571,18 @@ impl PodRun {
                         ))
                     })?
                 } else if let Some(key) = &source.config_map_key_ref {
-                    let data = self
-                        .config_map_data(&key.name, key.optional.unwrap_or(false))
-                        .await?;
-                    match data.get(&key.key) {
-                        Some(v) => String::from_utf8_lossy(v).into_owned(),
-                        None if key.optional.unwrap_or(false) => continue,
-                        None => {
-                            return Err(PrepareError::Config(format!(
-                                "couldn't find key {} in ConfigMap {}/{}",
-                                key.key, self.namespace, key.name
-                            )));
-                        }
+                    let optional = key.optional.unwrap_or(false);
+                    let data = self.config_map_data(&key.name, optional).await?;
+                    match self.data_key(&data, &key.key, optional, "ConfigMap", &key.name)? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(key) = &source.secret_key_ref {
-                    let data = self
-                        .secret_data(&key.name, key.optional.unwrap_or(false))
-                        .await?;
-                    match data.get(&key.key) {
-                        Some(v) => String::from_utf8_lossy(v).into_owned(),
-                        None if key.optional.unwrap_or(false) => continue,
-                        None => {
-                            return Err(PrepareError::Config(format!(
-                                "couldn't find key {} in Secret {}/{}",
-                                key.key, self.namespace, key.name
-                            )));
-                        }
+                    let optional = key.optional.unwrap_or(false);
+                    let data = self.secret_data(&key.name, optional).await?;
+                    match self.data_key(&data, &key.key, optional, "Secret", &key.name)? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else {
                     return Err(PrepareError::Config(format!(
@@ -611,6 +597,26 @@ impl PodRun {
             set(&mut env, var.name.clone(), value);
         }
         Ok(env)
+    }
+
+    /// `key` of the data of `kind` `name` (a `configMapKeyRef` / `secretKeyRef`); `None`
+    /// when it is missing and `optional`.
+    fn data_key(
+        &self,
+        data: &BTreeMap<String, Vec<u8>>,
+        key: &str,
+        optional: bool,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<String>, PrepareError> {
+        match data.get(key) {
+            Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
+            None if optional => Ok(None),
+            None => Err(PrepareError::Config(format!(
+                "couldn't find key {key} in {kind} {}/{name}",
+                self.namespace
+            ))),
+        }
     }
 
     async fn config_map_data(
