@@ -608,13 +608,20 @@ fn feedback_after_autograde_commits_html_to_the_feedback_branch() {
     job["submission"]["gradebook"] = outcome["gradebook"].clone();
     let job_path = dir.path().join("feedback.json");
     std::fs::write(&job_path, job.to_string()).unwrap();
-    let fb = outcome_of(
-        grader()
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json", "--log", "info", "feedback", "--job"])
-            .arg(&job_path),
+    let out = grader()
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json", "--log", "info", "feedback", "--job"])
+        .arg(&job_path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let fb: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(fb["status"], "generated");
     let commit = job["submission"]["commit_hash"].as_str().unwrap();
     assert_eq!(fb["branch"], format!("feedback_{commit}"));
