@@ -209,3 +209,45 @@ pub fn task(dir: &Path, max: Duration) -> GradingTask {
         resume: false,
     }
 }
+
+/// Makes a hostile submission in `dest`: the files of `examples/cs101/students/{base}/` with
+/// one plain code cell holding `code` inserted right after the notebook's `setup` cell, so the
+/// real grading tool runs it like any student cell. Returns `dest`.
+pub fn hostile_submission(dest: &Path, base: &str, code: &str) -> PathBuf {
+    let src = repo_root().join("examples/cs101/students").join(base);
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
+    }
+    let nb_path = dest.join("hw1.ipynb");
+    let mut nb: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&nb_path).unwrap()).unwrap();
+    let cells = nb["cells"].as_array_mut().unwrap();
+    let at = cells
+        .iter()
+        .position(|c| c["id"] == "setup")
+        .map_or(0, |i| i + 1);
+    cells.insert(
+        at,
+        serde_json::json!({
+            "cell_type": "code", "execution_count": null, "id": "hostile",
+            "metadata": {}, "outputs": [], "source": code,
+        }),
+    );
+    std::fs::write(&nb_path, serde_json::to_vec_pretty(&nb).unwrap()).unwrap();
+    dest.to_path_buf()
+}
+
+/// A job for a hostile submission of user `user` (submission `id`) in a service dir made by
+/// [`make_service_dir`]: alice's answer with `code` run in a cell of its own
+/// ([`hostile_submission`]), committed as `user`'s repository.
+pub fn hostile_job(service: &Path, user: &str, id: u64, code: &str) -> grader_local::Job {
+    let src = tempfile::tempdir().unwrap();
+    hostile_submission(src.path(), "alice", code);
+    let commit = commit_student(service, user, src.path());
+    let mut job = grader_local::job_file::load_job(&service.join("jobs/alice.json")).unwrap();
+    job.submission.username = user.into();
+    job.submission.id = id;
+    job.submission.commit_hash = commit;
+    job
+}
