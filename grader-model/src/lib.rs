@@ -4,6 +4,7 @@
 //! share one tested implementation that matches the Python reference (`grader-service`).
 
 pub mod domain;
+pub mod fnmatch;
 pub mod gradebook;
 pub mod k8s;
 pub mod pod;
