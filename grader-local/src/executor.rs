@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::backend::{BackendFailure, GradingBackend, GradingTask, JobKind};
 use crate::clock::{Clock, SystemClock};
 use crate::git::{Git, is_commit_hash};
+use crate::lock::WorkLock;
 use crate::logs::LogBuffer;
 use crate::paths::{JobPaths, RepoType, UnsafePath};
 
@@ -373,15 +374,18 @@ impl Executor {
 
         let result = match self.check(job, kind) {
             Err(e) => Err(Failed(e.to_string())),
-            Ok(paths) => {
-                let result = self.steps(job, kind, &paths, &mut run, &cancel).await;
-                if !self.config.keep_workdirs {
-                    remove_dir(&paths.input_dir, &mut run.logs);
-                    remove_dir(&paths.output_dir, &mut run.logs);
+            Ok(paths) => match self.lock(&paths, &mut run, &cancel).await {
+                Err(e) => Err(e),
+                Ok(_lock) => {
+                    let result = self.steps(job, kind, &paths, &mut run, &cancel).await;
+                    if !self.config.keep_workdirs {
+                        remove_dir(&paths.input_dir, &mut run.logs);
+                        remove_dir(&paths.output_dir, &mut run.logs);
+                    }
+                    run.timings.cleanup_ms = run.lap();
+                    result
                 }
-                run.timings.cleanup_ms = run.lap();
-                result
-            }
+            },
         };
 
         let duration_ms = self
@@ -435,6 +439,28 @@ impl Executor {
             logs: run.logs.into_string(),
             gradebook: run.gradebook.map(|g| g.to_value()),
         }
+    }
+
+    /// Takes the submission's work-dir lock, waiting while another run of it holds it (two
+    /// runs must never share work dirs; see [`crate::lock`]).
+    async fn lock(
+        &self,
+        paths: &JobPaths,
+        run: &mut Run<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<WorkLock, Failed> {
+        let waited = std::sync::atomic::AtomicBool::new(false);
+        let lock = WorkLock::acquire(&paths.lock_file, cancel, || {
+            tracing::info!(lock = %paths.lock_file.display(), "waiting for another run of this submission");
+            waited.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await?;
+        if waited.load(std::sync::atomic::Ordering::Relaxed) {
+            run.logs.push_line(
+                "grader: waited for another run of this submission to finish before grading",
+            );
+        }
+        Ok(lock)
     }
 
     /// Clean work dirs, the fetched submission and the gradebook the tool starts from.
@@ -521,8 +547,9 @@ impl Executor {
                 .await?;
         }
         stop_if_cancelled(cancel)?;
-        // Only feedback needs the gradebook later: do not hold a copy across grading.
-        let gradebook = (kind == JobKind::Feedback).then_some(gradebook);
+        if kind == JobKind::Autograde {
+            note_missing_notebooks(&gradebook, &paths.input_dir, &mut run.logs);
+        }
 
         let graded = self.backend.run(&task, cancel.clone()).await;
         run.timings.grading_ms = run.lap();
@@ -547,6 +574,24 @@ impl Executor {
                 format!("feedback_{}", sub.commit_hash),
             ),
         };
+        // The scores are read and checked before anything is committed: a result the grading
+        // tool cannot have written is never published.
+        if kind == JobKind::Autograde {
+            let graded = read_graded(&gradebook_path, &gradebook)?;
+            let total = graded.score() * sub.score_scaling;
+            if !total.is_finite() {
+                return Err(Failed(format!(
+                    "the score {} times submission.score_scaling {} is not a finite number",
+                    graded.score(),
+                    sub.score_scaling
+                )));
+            }
+            run.gradebook = Some(graded);
+        } else {
+            run.gradebook = Some(gradebook);
+        }
+        run.timings.score_ms = run.lap();
+
         let files = whitelisted_files(&paths.output_dir, &patterns)?;
         let commit = self
             .git
@@ -562,27 +607,35 @@ impl Executor {
         run.branch = Some(branch);
         run.commit = Some(commit);
         run.timings.commit_ms = run.lap();
-
-        match kind {
-            JobKind::Autograde => {
-                let bytes = std::fs::read(&gradebook_path).map_err(|e| {
-                    format!(
-                        "could not read {} after grading: {e}",
-                        gradebook_path.display()
-                    )
-                })?;
-                let gb = Gradebook::from_slice(&bytes).map_err(|e| {
-                    format!(
-                        "{} after grading is not a valid gradebook: {e}",
-                        gradebook_path.display()
-                    )
-                })?;
-                run.gradebook = Some(gb);
-            }
-            JobKind::Feedback => run.gradebook = gradebook,
-        }
-        run.timings.score_ms = run.lap();
         Ok(())
+    }
+}
+
+/// The gradebook the grading tool left at `path`, checked against `given`, the one it started
+/// from (see [`Gradebook::check_graded`]).
+fn read_graded(path: &Path, given: &Gradebook) -> Result<Gradebook, Failed> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("could not read {} after grading: {e}", path.display()))?;
+    let graded = Gradebook::from_slice(&bytes).map_err(|e| {
+        format!(
+            "{} after grading is not a valid gradebook: {e}",
+            path.display()
+        )
+    })?;
+    graded.check_graded(given)?;
+    Ok(graded)
+}
+
+/// Says in the logs which of the assignment's notebooks the submission lacks (a renamed or
+/// deleted notebook): the grading tool scores them 0, as Grader Service does.
+fn note_missing_notebooks(gradebook: &Gradebook, input_dir: &Path, logs: &mut LogBuffer) {
+    for name in gradebook.notebook_names() {
+        let file = format!("{name}.ipynb");
+        if !input_dir.join(&file).is_file() {
+            logs.push_line(&format!(
+                "grader: the submission has no {file}; the assignment's notebook {name:?} scores 0"
+            ));
+        }
     }
 }
 

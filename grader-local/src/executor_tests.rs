@@ -386,16 +386,10 @@ async fn a_failed_commit_fails_the_job() {
 }
 
 #[tokio::test]
-async fn an_unreadable_gradebook_after_grading_fails_the_job() {
+async fn an_unreadable_gradebook_after_grading_fails_the_job_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (config, job) = job(dir.path());
-    let mut git = exporting_git("user/alice", COMMIT);
-    committed(
-        &mut git,
-        Arc::default(),
-        "autograde/user/alice",
-        "submission_0f3c9a",
-    );
+    let git = exporting_git("user/alice", COMMIT);
     let mut backend = mock_backend();
     backend.expect_name().return_const("mock".to_string());
     backend.expect_run().times(1).returning(|task, _| {
@@ -622,4 +616,158 @@ async fn a_still_running_earlier_run_is_adopted_with_its_work_dirs_untouched() {
     let out = exec.autograde(&job, CancellationToken::new()).await;
     assert_eq!(out.grading_score, Some(2.0), "{out:?}");
     assert!(out.logs.contains("adopting it and its work dirs"));
+}
+
+/// A backend that writes `gradebook` as the graded gradebook.
+fn writing_backend(gradebook: serde_json::Value) -> MockGradingBackend {
+    let mut backend = mock_backend();
+    backend.expect_name().return_const("mock".to_string());
+    backend.expect_run().times(1).returning(move |task, _| {
+        std::fs::write(
+            task.output_dir.join("gradebook.json"),
+            gradebook.to_string(),
+        )
+        .unwrap();
+        std::fs::write(task.output_dir.join("hw1.ipynb"), "{}").unwrap();
+        Ok(BackendOutput::default())
+    });
+    backend
+}
+
+#[tokio::test]
+async fn a_forged_gradebook_fails_the_job_as_tampered_and_commits_nothing() {
+    let forgeries = [
+        ("auto_score", json!(99.0)),
+        ("manual_score", json!(2.0)),
+        ("extra_credit", json!(10.0)),
+    ];
+    for (field, value) in forgeries {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, job) = job(dir.path());
+        let git = exporting_git("user/alice", COMMIT);
+        let mut forged = graded_gradebook_json(2.0);
+        forged["notebooks"]["hw1"]["grades_dict"]["q1"][field] = value;
+        let exec = Executor::new(config, Arc::new(git), Arc::new(writing_backend(forged)));
+        let out = exec.autograde(&job, CancellationToken::new()).await;
+        assert_eq!(
+            out.status,
+            Status::Auto(AutoStatus::GradingFailed),
+            "{field}"
+        );
+        let error = out.error.unwrap();
+        assert!(error.contains("tampered"), "{field}: {error}");
+        assert!(
+            error.contains(&format!("grades_dict.q1.{field}")),
+            "{error}"
+        );
+        assert_eq!(out.score, None);
+        assert_eq!(out.commit, None, "nothing committed");
+    }
+}
+
+#[tokio::test]
+async fn a_score_that_overflows_with_its_scaling_fails_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut job) = job(dir.path());
+    job.submission.score_scaling = 1e308;
+    let git = exporting_git("user/alice", COMMIT);
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(writing_backend(graded_gradebook_json(2.0))),
+    );
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+    assert!(out.error.unwrap().contains("not a finite number"));
+    assert_eq!(out.score, None);
+}
+
+#[tokio::test]
+async fn a_submission_without_the_assignments_notebook_is_graded_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let mut git = MockGit::new();
+    git.expect_export().times(1).returning(|_, _, dest| {
+        std::fs::write(dest.join("renamed.ipynb"), "{}").unwrap();
+        Ok(ExportStats::default())
+    });
+    committed(
+        &mut git,
+        Arc::default(),
+        "autograde/user/alice",
+        "submission_0f3c9a",
+    );
+    let exec = Executor::new(
+        config,
+        Arc::new(git),
+        Arc::new(writing_backend(graded_gradebook_json(0.0))),
+    );
+    let out = exec.autograde(&job, CancellationToken::new()).await;
+    assert_eq!(out.status, Status::Auto(AutoStatus::AutomaticallyGraded));
+    assert!(
+        out.logs.contains("the submission has no hw1.ipynb"),
+        "{}",
+        out.logs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_submission_never_share_its_work_dirs() {
+    // Each run checks, while "grading", that its input is still the one it fetched and that
+    // no other run is inside the work dirs at the same time.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, job) = job(dir.path());
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let run = |n: u8| {
+        let mut git = MockGit::new();
+        git.expect_export().times(1).returning(move |_, _, dest| {
+            std::fs::write(dest.join("hw1.ipynb"), [n]).unwrap();
+            Ok(ExportStats::default())
+        });
+        committed(
+            &mut git,
+            Arc::default(),
+            "autograde/user/alice",
+            "submission_0f3c9a",
+        );
+        let mut backend = mock_backend();
+        backend.expect_name().return_const("mock".to_string());
+        let (inside, overlaps) = (inside.clone(), overlaps.clone());
+        backend.expect_run().times(1).returning(move |task, _| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if inside.fetch_add(1, SeqCst) > 0 {
+                overlaps.fetch_add(1, SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let mine = std::fs::read(task.input_dir.join("hw1.ipynb")).unwrap_or_default();
+            assert_eq!(mine, [n], "run {n}'s input was replaced while it graded");
+            std::fs::write(
+                task.output_dir.join("gradebook.json"),
+                graded_gradebook_json(2.0).to_string(),
+            )
+            .unwrap();
+            inside.fetch_sub(1, SeqCst);
+            Ok(BackendOutput::default())
+        });
+        Executor::new(config.clone(), Arc::new(git), Arc::new(backend))
+    };
+    let spawn = |exec: Executor| {
+        let job = job.clone();
+        tokio::spawn(async move { exec.autograde(&job, CancellationToken::new()).await })
+    };
+    let (a, b) = (spawn(run(1)), spawn(run(2)));
+    let (oa, ob) = (a.await.unwrap(), b.await.unwrap());
+    for out in [&oa, &ob] {
+        assert_eq!(
+            out.status,
+            Status::Auto(AutoStatus::AutomaticallyGraded),
+            "{out:?}"
+        );
+        assert_eq!(out.grading_score, Some(2.0));
+    }
+    assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        oa.logs.contains("waited for another run") || ob.logs.contains("waited for another run")
+    );
 }

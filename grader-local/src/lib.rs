@@ -7,6 +7,7 @@ pub mod executor;
 pub mod git;
 pub mod job_file;
 pub mod local;
+pub mod lock;
 pub mod logs;
 pub mod paths;
 pub mod process_tree;

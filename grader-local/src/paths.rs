@@ -95,6 +95,8 @@ pub struct JobPaths {
     pub relative_input_dir: String,
     /// `output_dir` relative to `service_dir`.
     pub relative_output_dir: String,
+    /// The file whose lock a run holds while it uses the work dirs (see [`crate::lock`]).
+    pub lock_file: PathBuf,
 }
 
 impl JobPaths {
@@ -123,12 +125,18 @@ impl JobPaths {
                 .join(assignment_id.to_string()),
             username: submission.username.clone(),
             submission_id: submission.id,
+            lock_file: service_dir.join(format!("{relative_input_dir}.lock")),
             input_dir: service_dir.join(&relative_input_dir),
             output_dir: service_dir.join(&relative_output_dir),
             relative_input_dir,
             relative_output_dir,
         };
-        for p in [&paths.assignment_dir, &paths.input_dir, &paths.output_dir] {
+        for p in [
+            &paths.assignment_dir,
+            &paths.input_dir,
+            &paths.output_dir,
+            &paths.lock_file,
+        ] {
             debug_assert!(lexically_inside(service_dir, p));
         }
         Ok(paths)
@@ -221,6 +229,10 @@ mod tests {
         assert_eq!(p.input_dir, Path::new("/srv/g/convert_in/submission_42"));
         assert_eq!(p.output_dir, Path::new("/srv/g/convert_out/submission_42"));
         assert_eq!(p.relative_input_dir, "convert_in/submission_42");
+        assert_eq!(
+            p.lock_file,
+            Path::new("/srv/g/convert_in/submission_42.lock")
+        );
         assert_eq!(
             p.repo(RepoType::User),
             Path::new("/srv/g/git/cs101/3/user/alice")

@@ -51,11 +51,11 @@ pub struct Gradebook {
     root: Map<String, Value>,
 }
 
-const NOTEBOOKS: &str = "notebooks";
+pub(crate) const NOTEBOOKS: &str = "notebooks";
 const EXTRA_FILES: &str = "extra_files";
-const GRADE_CELLS: &str = "grade_cells_dict";
-const TASK_CELLS: &str = "task_cells_dict";
-const GRADES: &str = "grades_dict";
+pub(crate) const GRADE_CELLS: &str = "grade_cells_dict";
+pub(crate) const TASK_CELLS: &str = "task_cells_dict";
+pub(crate) const GRADES: &str = "grades_dict";
 const COMMENTS: &str = "comments_dict";
 
 impl Gradebook {
@@ -149,13 +149,18 @@ impl Gradebook {
         }
     }
 
-    /// The notebooks in document order (validation guarantees `notebooks` is an object).
-    fn notebooks(&self) -> impl Iterator<Item = (&String, &Value)> {
+    /// The `notebooks` object (validation guarantees it is one).
+    pub(crate) fn notebooks_map(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
         self.root
             .get(NOTEBOOKS)
             .and_then(Value::as_object)
-            .into_iter()
-            .flat_map(|notebooks| notebooks.iter())
+            .unwrap_or(&EMPTY)
+    }
+
+    /// The notebooks in document order (validation guarantees `notebooks` is an object).
+    fn notebooks(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.notebooks_map().iter()
     }
 
     fn notebook(&self, name: &str) -> Option<&Value> {

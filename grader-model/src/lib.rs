@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod fnmatch;
 pub mod gradebook;
+pub mod gradebook_check;
 pub mod k8s;
 pub mod pod;
 pub mod pod_name;
@@ -16,6 +17,7 @@ pub use domain::{
     ManualStatus, Submission,
 };
 pub use gradebook::{Gradebook, GradebookError, whitelist_patterns};
+pub use gradebook_check::Tampered;
 pub use k8s::{
     Changes, Field, FieldKind, K8sModel, ModelError, Override, get_k8s_model, update_k8s_model,
 };

@@ -331,3 +331,18 @@ fn whitelist_patterns_dedupe_and_keep_order() {
     let empty = Gradebook::from_value(json!({"notebooks": {}})).unwrap();
     assert_eq!(whitelist_patterns(&empty, &[]), ["*.ipynb"]);
 }
+
+#[test]
+fn gradebooks_the_real_tool_wrote_pass_the_tamper_check() {
+    book(AUTOGRADED_BOB).check_graded(&book(RELEASE)).unwrap();
+    // A manually graded submission starts from the release with its manual grades carried over.
+    let mut given = book(RELEASE);
+    given.carry_over_manual_grades(&book(MANUAL_BOB));
+    book(MANUAL_BOB).check_graded(&given).unwrap();
+    // The manual grades were not in the release the autograde run started from.
+    let err = book(MANUAL_BOB).check_graded(&book(RELEASE)).unwrap_err();
+    assert!(
+        err.path.ends_with("manual_score") || err.path.ends_with("extra_credit"),
+        "{err}"
+    );
+}
