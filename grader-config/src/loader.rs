@@ -805,6 +805,17 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
             return Err(ctx.invalid(key, "must not be empty"));
         }
     }
+    // The grading tool runs in the job's input dir: a relative service_dir would mean a
+    // different directory to it and fail every job.
+    if !c.service_dir.is_absolute() {
+        return Err(ctx.invalid(
+            "service_dir",
+            format!(
+                "must be an absolute path, found {:?}",
+                c.service_dir.display().to_string()
+            ),
+        ));
+    }
     check_relative(ctx, "relative_input_path", &c.relative_input_path)?;
     check_relative(ctx, "relative_output_path", &c.relative_output_path)?;
     if c.relative_input_path == c.relative_output_path {

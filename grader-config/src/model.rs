@@ -52,6 +52,7 @@ pub const DEFAULT_VOLUME_CLAIM: &str = "grader-data";
 pub struct GraderConfig {
     /// Root directory of the grader's data: submissions, assignments and work
     /// directories live below it (reference: `GraderService.grader_service_dir`).
+    /// Must be absolute: the grading tool runs in a work dir, not where `grader` started.
     pub service_dir: PathBuf,
     /// Directory, relative to a grading job's work directory, into which the
     /// submission is placed for the grading tool (reference:

@@ -472,3 +472,46 @@ fn the_local_table_is_read_and_checked_like_the_others() {
         "{msg}"
     );
 }
+
+/// The grading tool runs inside the job's input dir: a relative `service_dir` would point
+/// somewhere else for it and fail every job, so it is refused before anything runs.
+#[test]
+fn a_relative_service_dir_is_refused_naming_key_and_layer() {
+    for text in [
+        "service_dir = \"srv\"\n",
+        "service_dir = \"./srv\"\n",
+        "service_dir = \"../srv\"\n",
+    ] {
+        let (err, f, _d) = file_error(text);
+        assert_eq!(err.key(), Some("service_dir"), "{text}: {err}");
+        assert_eq!(err.layer(), Some(Layer::File(f)), "{text}: {err}");
+        assert!(err.to_string().contains("absolute"), "{err}");
+    }
+    let err = env_error(&[("GRADER_SERVICE_DIR", "data/grader")]);
+    assert_eq!(err.key(), Some("service_dir"), "{err}");
+    assert_eq!(
+        err.layer(),
+        Some(Layer::Env("GRADER_SERVICE_DIR".into())),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"data/grader\""), "{err}");
+    let err = ConfigLoader::new()
+        .overrides(Overrides::new().set_opt(
+            "service_dir",
+            Some(PathBuf::from("rel")),
+            "--service-dir",
+        ))
+        .load()
+        .unwrap_err();
+    assert_eq!(
+        err.layer(),
+        Some(Layer::Flag("--service-dir".into())),
+        "{err}"
+    );
+    // An absolute one is fine.
+    let loaded = ConfigLoader::new()
+        .env_vars([("GRADER_SERVICE_DIR", "/srv/grader")])
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.service_dir, PathBuf::from("/srv/grader"));
+}
