@@ -1132,3 +1132,46 @@ async fn ctrl_c_during_a_kube_batch_deletes_the_running_pods() -> Result<()> {
     env.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_graders_on_one_submission_take_turns_on_kubernetes() -> Result<()> {
+    let _serial = serial().await;
+    let Some(env) = Env::start(Spec {
+        test: "two_graders_on_one_submission",
+        tools: &[(
+            "grader-convert-slow",
+            "echo 'stand-in tool: a slow start'; sleep 3; exec {convert} \"$@\"",
+        )],
+        ..Default::default()
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let exp = env.expected_for("bob")?;
+    let name = pod_name(&exp);
+    let observer = PodObserver::start(env.pods()).await?;
+    let config = slow_config(&env)?;
+    let first = spawn_autograde(&env, &config)?;
+    let second = spawn_autograde(&env, &config)?;
+    let mut waited = 0;
+    for (child, what) in [(first, "1st"), (second, "2nd")] {
+        let out = finish(child, &format!("grader autograde ({what})")).await?;
+        let outcome = outcome_of(&out)?;
+        assert_eq!(out.status.code(), Some(0), "{outcome:#}");
+        assert_graded(&outcome, &exp);
+        waited += usize::from(str_of(&outcome, "logs").contains("waited for another run"));
+    }
+    assert_eq!(waited, 1, "one grader waited for the other");
+    // One pod after the other: the second was created only once the first had finished.
+    let uids = observer.uids(&name);
+    assert_eq!(uids.len(), 2, "{:?}", observer.sightings());
+    assert!(
+        observer.phases(&uids[0]).iter().any(|p| p == "Succeeded"),
+        "{:?}",
+        observer.sightings()
+    );
+    env.wait_gone(&name, GONE_TIMEOUT).await?;
+    env.stop().await;
+    Ok(())
+}
