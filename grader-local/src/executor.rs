@@ -23,6 +23,7 @@ use crate::git::{Git, is_commit_hash};
 use crate::lock::WorkLock;
 use crate::logs::LogBuffer;
 use crate::paths::{JobPaths, RepoType, UnsafePath};
+use crate::whitelist::whitelisted_files;
 
 /// The file the grading tool reads grades from and writes scores to.
 pub const GRADEBOOK_FILE: &str = "gradebook.json";
@@ -675,48 +676,6 @@ fn remove_dir(dir: &Path, logs: &mut LogBuffer) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => logs.push_line(&format!("grader: could not remove {}: {e}", dir.display())),
     }
-}
-
-/// Files under `dir` (relative, `/`-separated) matching any of `patterns` with Python
-/// `fnmatch` semantics (`*` also matches `/`), never `.git` contents or the top-level
-/// `gradebook.json`, sorted.
-pub fn whitelisted_files(dir: &Path, patterns: &[String]) -> Result<Vec<String>, String> {
-    let mut builder = globset::GlobSetBuilder::new();
-    for p in patterns {
-        let glob = globset::GlobBuilder::new(p)
-            .literal_separator(false)
-            .backslash_escape(false)
-            .build()
-            .map_err(|e| format!("invalid file pattern {p:?} in the whitelist: {e}"))?;
-        builder.add(glob);
-    }
-    let set = builder
-        .build()
-        .map_err(|e| format!("invalid file patterns in the whitelist: {e}"))?;
-    let mut files = Vec::new();
-    let walker = walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != ".git");
-    for entry in walker {
-        let entry = entry.map_err(|e| format!("could not list {}: {e}", dir.display()))?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let Ok(rel) = entry.path().strip_prefix(dir) else {
-            continue;
-        };
-        let rel = rel.to_string_lossy().replace('\\', "/");
-        if rel == GRADEBOOK_FILE {
-            continue;
-        }
-        if set.is_match(&rel) {
-            files.push(rel);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -546,32 +546,6 @@ fn cell_timeouts_are_validated_and_clamped() {
     );
 }
 
-#[test]
-fn whitelist_uses_fnmatch_semantics_and_skips_git_and_gradebook() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("sub/.git")).unwrap();
-    std::fs::create_dir_all(d.join(".git")).unwrap();
-    for f in [
-        "a.ipynb",
-        "sub/b.ipynb",
-        "gradebook.json",
-        "sub/gradebook.json",
-        ".git/x.ipynb",
-        "sub/.git/y.ipynb",
-        "c.py",
-    ] {
-        std::fs::write(d.join(f), "").unwrap();
-    }
-    let files = whitelisted_files(d, &["*.ipynb".into(), "*.json".into()]).unwrap();
-    assert_eq!(files, vec!["a.ipynb", "sub/b.ipynb", "sub/gradebook.json"]);
-    assert!(
-        whitelisted_files(d, &["[".into()])
-            .unwrap_err()
-            .contains("\"[\"")
-    );
-}
-
 #[tokio::test]
 async fn a_still_running_earlier_run_is_adopted_with_its_work_dirs_untouched() {
     let dir = tempfile::tempdir().unwrap();

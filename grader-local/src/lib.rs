@@ -12,6 +12,7 @@ pub mod logs;
 pub mod paths;
 pub mod process_tree;
 pub mod warm;
+pub mod whitelist;
 
 pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, JobKind};
 pub use executor::{CellTimeouts, Executor, ExecutorConfig, Job, JobError, Outcome, Status};
