@@ -55,10 +55,31 @@ fn outcome_path(results: &Path, kind: JobKind, submission_id: u64) -> PathBuf {
     }
 }
 
+/// Writes `text` to `path` through a temporary file renamed into place, so that a reader
+/// never sees half an outcome; on failure the temporary file is removed again (a full disk
+/// must not leave empty `.json.tmp` files behind).
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Refuses, before anything is graded, a results dir that cannot take a file (read-only,
+/// full): outcomes of graded jobs would be lost.
+fn check_writable(results: &Path) -> Result<(), Usage> {
+    let probe = results.join(format!(".grader-write-check-{}", std::process::id()));
+    let written = std::fs::write(&probe, b"grader checks that outcomes can be written here\n");
+    let _ = std::fs::remove_file(&probe);
+    written.with_context(|| {
+        format!(
+            "results dir {} cannot be written, nothing was graded",
+            results.display()
+        )
+    })?;
+    Ok(())
 }
 
 /// What the summary keeps of a finished job (not the whole outcome: a batch may be large).
@@ -78,6 +99,8 @@ pub struct Summary {
     pub interrupted: usize,
     /// Skipped because their outcome already existed (`--skip-existing`).
     pub skipped: usize,
+    /// Graded or failed (and counted as such) but their outcome file could not be written.
+    pub unwritten: usize,
     pub score_min: Option<f64>,
     pub score_median: Option<f64>,
     pub score_max: Option<f64>,
@@ -88,6 +111,8 @@ pub struct Summary {
     pub slowest: Vec<(u64, u64)>,
     /// Failed jobs: submission id and reason.
     pub failures: BTreeMap<u64, String>,
+    /// Outcomes that could not be written: submission id and why.
+    pub write_errors: BTreeMap<u64, String>,
 }
 
 impl Summary {
@@ -144,6 +169,9 @@ impl Summary {
         for (id, why) in self.failures.iter().take(10) {
             s.push_str(&format!("failed #{id}: {why}\n"));
         }
+        for (id, why) in self.write_errors.iter().take(10) {
+            s.push_str(&format!("outcome of #{id} not written: {why}\n"));
+        }
         s
     }
 }
@@ -186,7 +214,8 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     }
     std::fs::create_dir_all(&args.results)
         .with_context(|| format!("cannot create results dir {}", args.results.display()))?;
-    let exec = Arc::new(executor(&loaded.config).await?);
+    check_writable(&args.results)?;
+    let exec = Arc::new(executor(&loaded).await?);
     let workers = loaded.config.local.warm_workers;
     if loaded.config.backend == grader_config::Backend::Local
         && workers > 0
@@ -254,9 +283,16 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
             summary.interrupted += 1;
             continue;
         }
+        // The job is done (and its results committed) whether or not its outcome file can be
+        // written: count it, and report the write failure in the summary and the exit code.
         let path = outcome_path(&args.results, kind, outcome.submission_id);
-        write_atomically(&path, &(outcome_json(&outcome) + "\n"))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Err(e) = write_atomically(&path, &(outcome_json(&outcome) + "\n")) {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the outcome");
+            summary.unwritten += 1;
+            summary
+                .write_errors
+                .insert(outcome.submission_id, format!("{}: {e}", path.display()));
+        }
         if outcome.status.is_success() {
             summary.graded += 1;
         } else {
@@ -296,16 +332,31 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     exec.shutdown().await;
     summary.finish(&finished, started.elapsed().as_secs_f64());
     let summary_path = args.results.join("summary.json");
-    write_atomically(
+    let summary_written = write_atomically(
         &summary_path,
         &(serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n"),
-    )
-    .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    );
     eprint!("{}", summary.render());
     eprintln!("outcomes in {}", args.results.display());
+    if let Err(e) = &summary_written {
+        eprintln!(
+            "grader: error: cannot write the summary {}: {e}",
+            summary_path.display()
+        );
+    }
+    if summary.unwritten > 0 {
+        eprintln!(
+            "grader: error: {} outcome(s) could not be written to results dir {} (their jobs \
+             were graded and their results committed; grade them again to get the outcomes)",
+            summary.unwritten,
+            args.results.display()
+        );
+    }
+    // Exit 2 means "refused, nothing was graded"; here jobs were graded and committed, so
+    // outcomes that could not be written make the run fail (1) instead.
     Ok(if cancel.is_cancelled() {
         Exit::Interrupted
-    } else if summary.failed > 0 {
+    } else if summary.failed > 0 || summary.unwritten > 0 || summary_written.is_err() {
         Exit::Failed
     } else {
         Exit::Graded

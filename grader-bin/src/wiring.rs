@@ -1,6 +1,6 @@
 //! From configuration and job files to a running pipeline.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,11 @@ pub fn load_config(cli: &Cli, backend: Option<&BackendArgs>) -> Result<Loaded, U
     if let Some(b) = backend {
         overrides = overrides
             .set_opt("backend", b.backend.map(Backend::from), "--backend")
-            .set_opt("service_dir", b.service_dir.clone(), "--service-dir");
+            .set_opt(
+                "service_dir",
+                flag_dir(b.service_dir.as_deref())?,
+                "--service-dir",
+            );
         if b.keep_workdirs {
             overrides = overrides.set("keep_workdirs", true, "--keep-workdirs");
         }
@@ -41,6 +45,124 @@ pub fn load_config(cli: &Cli, backend: Option<&BackendArgs>) -> Result<Loaded, U
         .overrides(overrides)
         .load()?;
     Ok(loaded)
+}
+
+/// A directory given on the command line, made absolute against the working directory (a
+/// relative `service_dir` in a file or variable is refused: relative to what?).
+fn flag_dir(dir: Option<&Path>) -> Result<Option<PathBuf>, Usage> {
+    dir.map(|d| {
+        std::path::absolute(d)
+            .with_context(|| format!("--service-dir {}: cannot make it absolute", d.display()))
+    })
+    .transpose()
+    .map_err(Usage)
+}
+
+/// What is wrong with a configured program, found the way `execvp` finds it.
+#[derive(Debug)]
+pub enum ProgramError {
+    /// A path (it has a `/`) that names nothing.
+    Missing(PathBuf),
+    /// A path that names a directory.
+    Directory(PathBuf),
+    /// A path that names something other than a regular file.
+    NotAFile(PathBuf),
+    /// A regular file without execute permission, and its mode.
+    NotExecutable(PathBuf, u32),
+    /// A name found in no directory of `PATH` (its value), with what was found instead.
+    NotOnPath(String, Vec<String>),
+    /// The path could not be inspected.
+    Unreadable(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for ProgramError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProgramError::Missing(p) => write!(f, "{} does not exist", p.display()),
+            ProgramError::Directory(p) => {
+                write!(f, "{} is a directory, not a program", p.display())
+            }
+            ProgramError::NotAFile(p) => write!(f, "{} is not a regular file", p.display()),
+            ProgramError::NotExecutable(p, mode) => {
+                write!(f, "{} is not executable (mode {mode:o})", p.display())
+            }
+            ProgramError::NotOnPath(path, seen) => {
+                write!(f, "not found in any directory of PATH ({path})")?;
+                for s in seen {
+                    write!(f, "; {s}")?;
+                }
+                Ok(())
+            }
+            ProgramError::Unreadable(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ProgramError {}
+
+/// Checks that `program` (a path, or a name looked up on `PATH` like `execvp`) is an
+/// executable regular file, and returns what to run: a relative path made absolute (the
+/// tool runs in the job's input dir, where a relative path would mean something else), a
+/// name or an absolute path as given.
+pub fn check_program(program: &Path) -> Result<PathBuf, ProgramError> {
+    use std::os::unix::fs::PermissionsExt;
+    let inspect = |path: &Path| -> Result<(), ProgramError> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ProgramError::Missing(path.to_path_buf()));
+            }
+            Err(e) => return Err(ProgramError::Unreadable(path.to_path_buf(), e)),
+        };
+        if meta.is_dir() {
+            Err(ProgramError::Directory(path.to_path_buf()))
+        } else if !meta.is_file() {
+            Err(ProgramError::NotAFile(path.to_path_buf()))
+        } else if meta.permissions().mode() & 0o111 == 0 {
+            Err(ProgramError::NotExecutable(
+                path.to_path_buf(),
+                meta.permissions().mode() & 0o7777,
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        let path = std::path::absolute(program)
+            .map_err(|e| ProgramError::Unreadable(program.to_path_buf(), e))?;
+        inspect(&path)?;
+        return Ok(if program.is_absolute() {
+            program.to_path_buf()
+        } else {
+            path
+        });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut seen = Vec::new();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match inspect(&candidate) {
+            Ok(()) => return Ok(program.to_path_buf()),
+            Err(ProgramError::Missing(_)) => {}
+            Err(other) => seen.push(other.to_string()),
+        }
+    }
+    Err(ProgramError::NotOnPath(
+        path.to_string_lossy().into_owned(),
+        seen,
+    ))
+}
+
+/// [`check_program`] for the configuration key `key`, as an error naming the key, its value,
+/// where it was set and what is wrong.
+fn checked_program(loaded: &Loaded, key: &str, program: &Path) -> Result<PathBuf, Usage> {
+    check_program(program).map_err(|e| {
+        Usage(anyhow::anyhow!(
+            "invalid configuration: {key} = {:?} ({}) cannot be run: {e}",
+            program.display().to_string(),
+            loaded.layer_of(key)
+        ))
+    })
 }
 
 /// The pipeline settings of a configuration.
@@ -67,6 +189,7 @@ pub fn executor_config(cfg: &GraderConfig) -> Result<ExecutorConfig, Usage> {
 
 /// The configured backend.
 pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
+    // Callers have checked the programs (see [`executor`]).
     let log_cap = usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX);
     match cfg.backend {
         Backend::Local if cfg.local.warm_workers > 0 => {
@@ -95,8 +218,18 @@ pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usag
     }
 }
 
-/// The pipeline over the configured git and backend.
-pub async fn executor(cfg: &GraderConfig) -> Result<Executor, Usage> {
+/// The pipeline over the configured git and backend. The programs it runs are checked first,
+/// so that a `convert_executable` that is a directory (or not executable, or not found) is
+/// refused once, before any job, instead of failing every job; the local backend only: a
+/// grading pod runs the tool of its image.
+pub async fn executor(loaded: &Loaded) -> Result<Executor, Usage> {
+    let mut cfg = loaded.config.clone();
+    cfg.git_executable = checked_program(loaded, "git_executable", &cfg.git_executable)?;
+    if cfg.backend == Backend::Local {
+        cfg.convert_executable =
+            checked_program(loaded, "convert_executable", &cfg.convert_executable)?;
+    }
+    let cfg = &cfg;
     let config = executor_config(cfg)?;
     if !config.service_dir.is_dir() {
         return Err(Usage(anyhow::anyhow!(
@@ -140,7 +273,7 @@ pub async fn grade_one(cli: &Cli, args: &GradeArgs, kind: JobKind) -> Result<Exi
     executor_config(&loaded.config)?
         .check(&job, kind)
         .with_context(|| format!("job file {}", args.job.display()))?;
-    let exec = executor(&loaded.config).await?;
+    let exec = executor(&loaded).await?;
     let cancel = interrupt_token();
     let outcome = exec.run(&job, kind, cancel.clone()).await;
     exec.shutdown().await;

@@ -646,3 +646,300 @@ fn feedback_after_autograde_commits_html_to_the_feedback_branch() {
         assert!(v.get("level").is_some(), "{line}");
     }
 }
+
+/// A stand-in grading tool that succeeds at once without writing anything (the pipeline
+/// then reads back the gradebook it wrote itself).
+fn quick_tool(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tool = dir.join("quick-tool");
+    std::fs::write(&tool, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    tool
+}
+
+/// Files in `dir`, sorted (none when it does not exist).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_grading_tool_or_git_that_cannot_run_is_refused_before_any_job_is_graded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("svc");
+    let tool_dir = dir.path().join("tools");
+    std::fs::create_dir_all(&tool_dir).unwrap();
+    std::fs::create_dir_all(&svc).unwrap();
+    // convert_executable names a directory (the venv's bin dir, say).
+    let config = course(&svc, &tool_dir, &["--students", "bob"]);
+    let not_executable = dir.path().join("not-executable");
+    std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let not_executable = format!("convert_executable={}", not_executable.display());
+    let results = dir.path().join("results");
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (vec![], "convert_executable", "is a directory"),
+        (
+            vec!["--set".into(), not_executable],
+            "convert_executable",
+            "not executable",
+        ),
+        (
+            vec![
+                "--set".into(),
+                "convert_executable=no-such-grading-tool".into(),
+            ],
+            "no-such-grading-tool",
+            "not found",
+        ),
+        (
+            vec![
+                "--set".into(),
+                "convert_executable=./relative/grader-convert".into(),
+            ],
+            "convert_executable",
+            "does not exist",
+        ),
+        (
+            vec!["--set".into(), "git_executable=/nonexistent/git".into()],
+            "git_executable",
+            "does not exist",
+        ),
+    ];
+    for (set, key, what) in &cases {
+        for command in ["autograde", "batch"] {
+            let mut cmd = grader();
+            cmd.arg("--config").arg(&config).args(set).arg(command);
+            if command == "autograde" {
+                cmd.arg("--job").arg(svc.join("jobs/bob.json"));
+            } else {
+                cmd.arg(svc.join("jobs.jsonl"))
+                    .arg("--results")
+                    .arg(&results);
+            }
+            let out = cmd.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {set:?}: {err}");
+            assert!(err.contains(key), "{command} {set:?}: {err}");
+            assert!(err.contains(what), "{command} {set:?}: {err}");
+            assert!(
+                out.stdout.is_empty(),
+                "{command} {set:?}: an outcome was printed"
+            );
+            assert!(
+                !listing(&results)
+                    .iter()
+                    .any(|f| f.starts_with("submission_")),
+                "{command} {set:?}: {:?}",
+                listing(&results)
+            );
+            assert!(
+                !svc.join("git/cs101/1/autograde").exists(),
+                "{command} {set:?}: something was committed"
+            );
+        }
+    }
+    // The kube backend runs the tool inside its image: the local check does not apply (the
+    // job then fails for want of a cluster, not because of convert_executable).
+    let out = grader()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--set",
+            "kube.context=no-such-context",
+            "autograde",
+            "--backend",
+            "kube",
+        ])
+        .arg("--job")
+        .arg(svc.join("jobs/bob.json"))
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("convert_executable"), "{err}");
+}
+
+#[test]
+fn a_relative_service_dir_is_refused_in_a_file_and_taken_from_the_working_dir_as_a_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    let tool = quick_tool(dir.path());
+    let config = course(&svc, &tool, &["--students", "bob"]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let relative = dir.path().join("relative.toml");
+    std::fs::write(
+        &relative,
+        text.replace(
+            &format!("service_dir = \"{}\"", svc.display()),
+            "service_dir = \"svc\"",
+        ),
+    )
+    .unwrap();
+    let out = grader()
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&relative)
+        .args(["autograde", "--job"])
+        .arg(svc.join("jobs/bob.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("service_dir") && err.contains("relative.toml") && err.contains("absolute"),
+        "{err}"
+    );
+
+    // On the command line a relative directory means the one under the working directory.
+    let outcome = outcome_of(
+        grader()
+            .current_dir(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["autograde", "--service-dir", "svc", "--job"])
+            .arg(svc.join("jobs/bob.json")),
+    );
+    assert_eq!(outcome["status"], "automatically_graded", "{outcome}");
+}
+
+/// A tmpfs of `size` mounted on `dir` and unmounted on drop; `None` (after a loud message)
+/// where mounting is not allowed.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str, test: &str) -> Option<SmallFs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(SmallFs(dir.to_path_buf()));
+        }
+        let msg = format!("{test}: cannot mount a tmpfs (needs root)");
+        if under_ci() {
+            panic!("{msg}; CI=true, so this is a failure");
+        }
+        eprintln!("\n==========\nSKIPPED {msg}\n==========\n");
+        None
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn results_that_cannot_be_written_after_grading_are_reported_with_what_was_graded() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    let tool = quick_tool(dir.path());
+    let config = course(&svc, &tool, &[]);
+    let batch = |results: &Path| {
+        let out = grader()
+            .arg("--config")
+            .arg(&config)
+            .arg("batch")
+            .arg(svc.join("jobs.jsonl"))
+            .args(["--concurrency", "1", "--progress", "none", "--results"])
+            .arg(results)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A directory stands where one outcome file should go.
+    let results = dir.path().join("results");
+    std::fs::create_dir_all(results.join("submission_2.json")).unwrap();
+    let (code, err) = batch(&results);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("nothing was graded"), "{err}");
+    assert!(err.contains("4 graded, 0 failed"), "{err}");
+    assert!(err.contains(&results.display().to_string()), "{err}");
+    assert!(err.contains("submission_2.json"), "{err}");
+    assert_eq!(
+        listing(&results),
+        [
+            "submission_1.json",
+            "submission_2.json",
+            "submission_3.json",
+            "submission_4.json",
+            "summary.json"
+        ],
+        "no .json.tmp is left behind"
+    );
+    assert!(results.join("submission_2.json").is_dir());
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["graded"], 4);
+    assert_eq!(summary["unwritten"], 1, "{summary}");
+
+    // A results dir that is full from the start is refused before anything is graded.
+    let full = dir.path().join("full");
+    let Some(fs) = SmallFs::mount(&full, "64k", "results_that_cannot_be_written") else {
+        return;
+    };
+    let results = full.join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", full.join("filler").display()))
+        .args(["bs=4k", "count=100"])
+        .output();
+    let (code, err) = batch(&results);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nothing was graded"), "{err}");
+    assert!(err.contains(&results.display().to_string()), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(listing(&results), Vec::<String>::new(), "{err}");
+    drop(fs);
+
+    // A results dir that fills up during the batch: four pages hold the first outcomes (about
+    // 7 kB, two pages each), the others and the summary find no space.
+    let filling = dir.path().join("filling");
+    let Some(_fs) = SmallFs::mount(&filling, "16k", "results_that_cannot_be_written") else {
+        return;
+    };
+    let (code, err) = batch(&filling);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("nothing was graded"), "{err}");
+    assert!(err.contains("4 graded, 0 failed"), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    assert!(err.contains("cannot write the summary"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "could not be written to results dir {}",
+            filling.display()
+        )),
+        "{err}"
+    );
+    let written = listing(&filling);
+    assert!(
+        written
+            .iter()
+            .all(|f| f.starts_with("submission_") && f.ends_with(".json")),
+        "no .json.tmp is left behind: {written:?}"
+    );
+    assert!(
+        !written.is_empty() && written.len() < 4,
+        "{written:?}: {err}"
+    );
+}
