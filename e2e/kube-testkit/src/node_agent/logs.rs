@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::Shared;
+use super::shared::Shared;
 
 /// One container's log: its file and whether the container has finished.
 #[derive(Clone)]

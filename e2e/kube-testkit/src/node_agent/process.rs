@@ -1,18 +1,14 @@
-//! Running a container as a local child process: argv, environment, mounts.
+//! The container as a local child process: starting it (own process group, private mount
+//! namespace with its bind mounts), stopping it as containerd does, and its exit code.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
-/// A bind mount of `source` (host) onto `target` (the container's `mountPath`).
-#[derive(Clone, Debug)]
-pub(crate) struct Mount {
-    pub source: PathBuf,
-    pub target: PathBuf,
-    pub read_only: bool,
-}
+use super::mounts::Mount;
 
 /// Everything needed to start the container process.
 #[derive(Debug)]
@@ -23,39 +19,6 @@ pub(crate) struct Launch {
     pub working_dir: PathBuf,
     pub mounts: Vec<Mount>,
     pub private_mounts: bool,
-}
-
-/// Expands `$(VAR)` references as Kubernetes does for command, args and env values: a
-/// defined variable is replaced, an undefined reference is left as is, `$$` is a literal `$`.
-pub(crate) fn expand(input: &str, env: &HashMap<String, String>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos + 1..];
-        if let Some(after) = tail.strip_prefix('$') {
-            out.push('$');
-            rest = after;
-        } else if let Some(inner) = tail.strip_prefix('(')
-            && let Some(close) = inner.find(')')
-        {
-            let name = &inner[..close];
-            match env.get(name) {
-                Some(value) => out.push_str(value),
-                None => {
-                    out.push_str("$(");
-                    out.push_str(name);
-                    out.push(')');
-                }
-            }
-            rest = &inner[close + 1..];
-        } else {
-            out.push('$');
-            rest = tail;
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Whether this process can give children a private mount namespace (root with
@@ -83,52 +46,6 @@ pub(crate) fn private_mounts_available() -> bool {
         }
         probe.status().map(|s| s.success()).unwrap_or(false)
     })
-}
-
-/// Lexically normalizes an absolute path (`.`/`..` resolved), for mount bookkeeping.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::Normal(c) => out.push(c),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Orders mounts parent-first and creates every mount point where it will physically be:
-/// under an earlier mount's *source* when it lies inside that mount, else on the host.
-pub(crate) fn prepare_mount_points(mounts: &mut [Mount]) -> std::io::Result<()> {
-    for mount in mounts.iter_mut() {
-        mount.target = normalize(&mount.target);
-    }
-    mounts.sort_by_key(|m| m.target.components().count());
-    for i in 0..mounts.len() {
-        let target = &mounts[i].target;
-        let physical = mounts[..i]
-            .iter()
-            .rev()
-            .find_map(|outer| {
-                target
-                    .strip_prefix(&outer.target)
-                    .ok()
-                    .map(|rel| outer.source.join(rel))
-            })
-            .unwrap_or_else(|| target.clone());
-        if mounts[i].source.is_dir() {
-            std::fs::create_dir_all(&physical)?;
-        } else if !physical.exists() {
-            if let Some(parent) = physical.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::File::create(&physical)?;
-        }
-    }
-    Ok(())
 }
 
 fn cstring(path: &Path) -> std::io::Result<CString> {
@@ -216,45 +133,34 @@ pub(crate) fn kill_group(pgid: i32, signal: i32) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The exit code a container runtime reports: the process's own, or 128 + the signal that
+/// ended it.
+pub(super) fn exit_code(status: &ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
 
-    #[test]
-    fn expands_like_kubernetes() {
-        let env = HashMap::from([("A".to_string(), "x".to_string())]);
-        assert_eq!(expand("$(A)/$(B)/$$(A)/$A/$", &env), "x/$(B)/$(A)/$A/$");
-        assert_eq!(expand("$(A", &env), "$(A");
+/// Stops a container as containerd does: SIGTERM to its main process only (a container's
+/// PID 1), then — when the main process has exited or after `grace` (at once for a zero
+/// grace) — SIGKILL to everything left in its process group.
+pub(super) async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: i32,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    if !grace.is_zero() {
+        if let Some(pid) = child.id() {
+            // SAFETY: plain syscall.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+            kill_group(pgid, libc::SIGKILL);
+            return status;
+        }
     }
-
-    #[test]
-    fn mount_points_follow_outer_mounts() {
-        let dir = tempfile::tempdir().unwrap();
-        let outer = dir.path().join("outer");
-        let inner = dir.path().join("inner");
-        std::fs::create_dir_all(&outer).unwrap();
-        std::fs::create_dir_all(&inner).unwrap();
-        let base = dir.path().join("view");
-        let mut mounts = vec![
-            Mount {
-                source: inner,
-                target: base.join("a/b/../b/c"),
-                read_only: false,
-            },
-            Mount {
-                source: outer.clone(),
-                target: base.join("a"),
-                read_only: false,
-            },
-        ];
-        prepare_mount_points(&mut mounts).unwrap();
-        assert_eq!(mounts[0].target, base.join("a"));
-        assert_eq!(mounts[1].target, base.join("a/b/c"));
-        assert!(base.join("a").is_dir());
-        assert!(
-            outer.join("b/c").is_dir(),
-            "inner mount point is created inside the outer source"
-        );
-        assert!(!base.join("a/b").exists());
-    }
+    kill_group(pgid, libc::SIGKILL);
+    child.wait().await
 }
