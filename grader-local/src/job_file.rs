@@ -91,15 +91,17 @@ pub struct JobReader {
 }
 
 impl JobReader {
-    /// Parses one job from `text`; `origin` names it in errors (`jobs.jsonl:7`).
+    /// Parses one job from `text`; `origin` names it in errors (`jobs.jsonl:7`). A byte order
+    /// mark at the start (editors on Windows write one) is skipped.
     pub fn parse(
         &mut self,
         text: &str,
         base_dir: &Path,
         origin: &str,
     ) -> Result<Job, JobFileError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawJob = serde_path_to_error::deserialize(de).map_err(|e| {
+        let raw: RawJob = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let field = e.path().to_string();
             JobFileError::Field {
                 origin: origin.to_string(),
@@ -110,6 +112,12 @@ impl JobReader {
                 },
                 message: e.into_inner().to_string(),
             }
+        })?;
+        // Only whitespace may follow the job.
+        de.end().map_err(|e| JobFileError::Field {
+            origin: origin.to_string(),
+            field: "(top level)".into(),
+            message: e.to_string(),
         })?;
         let shared = match (&raw.assignment.gradebook_path, &raw.assignment.gradebook) {
             (Some(rel), None) => self.gradebooks.get(&base_dir.join(rel)).cloned(),
@@ -258,6 +266,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("code"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_job_is_accepted() {
+        let job = format!(
+            r#"{{"lecture": {{"code": "c"}}, "assignment": {{"id": 1, "name": "a", "gradebook": {GB}}},
+               "submission": {{"id": 7, "commit_hash": "abcd", "username": "u"}}}}"#
+        );
+        // Editors on Windows save UTF-8 with a BOM; a batch line may carry one too.
+        let parsed = parse_job(&format!("\u{feff}{job}"), Path::new("."), "j:1").unwrap();
+        assert_eq!(parsed.submission.id, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.json");
+        let mut bytes = vec![0xEF, 0xBB, 0xBF];
+        bytes.extend_from_slice(job.as_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(load_job(&path).unwrap().submission.id, 7);
+        // Only at the start: a BOM elsewhere is still an error.
+        assert!(parse_job(&format!("{job}\u{feff}"), Path::new("."), "j").is_err());
     }
 
     #[test]
