@@ -18,7 +18,7 @@
 //! * `node` — registering the `Node` object.
 //! * `controller` — the watch loop: bind, dispatch to pod workers, final delete.
 //! * `pod` — one pod's lifecycle and its status transitions.
-//! * `status` — pod status as a kubelet writes it.
+//! * `status` — pod status as a kubelet builds and writes it (retried through API outages).
 //! * `prepare` — from container spec to the process to launch.
 //! * `env` — the container's environment and `$(VAR)` expansion.
 //! * `volumes` — the host directory behind each volume.

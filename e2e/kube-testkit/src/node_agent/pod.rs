@@ -9,8 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -18,7 +17,7 @@ use super::logs::LogEntry;
 use super::prepare::{PrepareError, Setup};
 use super::process::{self, Launch, exit_code, terminate};
 use super::shared::{Shared, stopped};
-use super::status::{State, StatusBuilder};
+use super::status::{State, StatusBuilder, StatusWriter};
 
 /// What ended the wait for a running (or stuck) container.
 enum Interrupt {
@@ -40,7 +39,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rx: watch::Receiver<Pod>) {
     let first = spec.containers.first().cloned().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let namespace = pod.namespace().unwrap_or_default();
-    let status = StatusBuilder::new(
+    let builder = StatusBuilder::new(
         &first.name,
         first.image.as_deref().unwrap_or_default(),
         &uid,
@@ -50,9 +49,17 @@ pub(crate) async fn run(shared: Arc<Shared>, rx: watch::Receiver<Pod>) {
         .active_deadline_seconds
         .map(|s| Instant::now() + Duration::from_secs(s.max(0) as u64));
     let pod_dir = shared.work_dir.path().join("pods").join(&uid);
+    let name = pod.name_any();
+    let status = StatusWriter::new(
+        Api::namespaced(shared.client.clone(), &namespace),
+        &namespace,
+        &name,
+        &uid,
+        builder,
+        shared.shutdown.clone(),
+    );
     let mut run = PodRun {
-        api: Api::namespaced(shared.client.clone(), &namespace),
-        name: pod.name_any(),
+        name,
         namespace,
         uid,
         shutdown: shared.shutdown.clone(),
@@ -67,11 +74,10 @@ pub(crate) async fn run(shared: Arc<Shared>, rx: watch::Receiver<Pod>) {
 
 struct PodRun {
     shared: Arc<Shared>,
-    api: Api<Pod>,
     name: String,
     namespace: String,
     uid: String,
-    status: StatusBuilder,
+    status: StatusWriter,
     deadline: Option<Instant>,
     rx: watch::Receiver<Pod>,
     shutdown: watch::Receiver<bool>,
@@ -95,12 +101,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 impl PodRun {
     async fn run(&mut self, pod: Pod, spec: PodSpec, container: Container) {
         let creating = waiting("ContainerCreating", None);
-        if !self.write("Pending", &creating, None).await {
+        if !self.status.write("Pending", &creating, None).await {
             return;
         }
         if let Some(why) = unsupported(&spec) {
             let state = waiting("ContainerCreating", None);
-            self.write("Failed", &state, Some(("UnsupportedByTestNodeAgent", &why)))
+            self.status
+                .write("Failed", &state, Some(("UnsupportedByTestNodeAgent", &why)))
                 .await;
             return;
         }
@@ -110,7 +117,7 @@ impl PodRun {
                 "kube-testkit: pulling image \"{image}\" fails (NodeAgentConfig::pull_fail_images)"
             );
             let mut state = waiting("ErrImagePull", Some(message.clone()));
-            self.write("Pending", &state, None).await;
+            self.status.write("Pending", &state, None).await;
             let backoff = tokio::time::sleep(Duration::from_secs(1));
             tokio::pin!(backoff);
             let mut backed_off = false;
@@ -120,7 +127,7 @@ impl PodRun {
                     _ = &mut backoff, if !backed_off => {
                         backed_off = true;
                         state = waiting("ImagePullBackOff", Some(format!("Back-off pulling image \"{image}\": {message}")));
-                        self.write("Pending", &state, None).await;
+                        self.status.write("Pending", &state, None).await;
                     }
                 }
             };
@@ -137,7 +144,7 @@ impl PodRun {
                     let state = waiting("CreateContainerConfigError", Some(message.clone()));
                     if reported.as_ref() != Some(&message) {
                         tracing::warn!(pod = %self.pod_ref(), %message, "test node agent: cannot create container");
-                        self.write("Pending", &state, None).await;
+                        self.status.write("Pending", &state, None).await;
                         reported = Some(message);
                     }
                     tokio::select! {
@@ -194,18 +201,19 @@ impl PodRun {
             started_at,
             finished_at: Timestamp::now(),
         };
-        self.write("Failed", &state, None).await;
+        self.status.write("Failed", &state, None).await;
     }
 
     /// A container that never started: only the deadline leaves a status to write.
     async fn end_unstarted(&mut self, interrupt: Interrupt, state: &State) {
         if let Interrupt::Deadline = interrupt {
-            self.write(
-                "Failed",
-                state,
-                Some(("DeadlineExceeded", DEADLINE_MESSAGE)),
-            )
-            .await;
+            self.status
+                .write(
+                    "Failed",
+                    state,
+                    Some(("DeadlineExceeded", DEADLINE_MESSAGE)),
+                )
+                .await;
         }
     }
 
@@ -262,7 +270,7 @@ impl PodRun {
         tracing::debug!(pod = %self.pod_ref(), pid = pgid, program = %launch.program.display(), "test node agent: started");
 
         let running = State::Running { started_at };
-        let outcome = if self.write("Running", &running, None).await {
+        let outcome = if self.status.write("Running", &running, None).await {
             tokio::select! {
                 status = child.wait() => Ok(status),
                 interrupt = self.interrupted() => Err(interrupt),
@@ -310,7 +318,7 @@ impl PodRun {
         } else {
             "Failed"
         };
-        self.write(phase, &state, pod_reason).await;
+        self.status.write(phase, &state, pod_reason).await;
     }
 
     fn running(&self, pgid: i32, running: bool) {
@@ -349,43 +357,6 @@ impl PodRun {
                 _ = sleep_until(self.deadline) => return Interrupt::Deadline,
             }
         }
-    }
-
-    /// Writes the pod status (merge patch of `status`, UID as precondition), retrying while
-    /// the API server is unavailable. False when the pod is gone or the agent stops.
-    async fn write(
-        &mut self,
-        phase: &str,
-        state: &State,
-        pod_reason: Option<(&str, &str)>,
-    ) -> bool {
-        let status = self.status.build(phase, state, pod_reason);
-        let patch = Patch::Merge(json!({ "metadata": { "uid": self.uid }, "status": status }));
-        for attempt in 0u32.. {
-            match self
-                .api
-                .patch_status(&self.name, &PatchParams::default(), &patch)
-                .await
-            {
-                Ok(_) => return true,
-                // Gone, or replaced by a pod with the same name.
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return false,
-                Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => {
-                    tracing::error!(pod = %self.pod_ref(), error = %e, "test node agent: pod status rejected");
-                    return false;
-                }
-                Err(e) if attempt == 0 => {
-                    tracing::warn!(pod = %self.pod_ref(), error = %e, "test node agent: status write failed; retrying")
-                }
-                Err(_) if attempt > 4 * 180 => return false,
-                Err(_) => {}
-            }
-            tokio::select! {
-                _ = stopped(&mut self.shutdown) => return false,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
-        unreachable!()
     }
 }
 

@@ -1,13 +1,20 @@
-//! Pod status as a kubelet writes it.
+//! Pod status as a kubelet writes it: built from the container's state, written through
+//! `pods/status`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::shared::stopped;
 
 /// What the single container is doing.
 #[derive(Clone, Debug)]
@@ -161,5 +168,73 @@ impl StatusBuilder {
             }]),
             ..Default::default()
         }
+    }
+}
+
+/// Writes one pod's successive statuses, built by its [`StatusBuilder`].
+pub(crate) struct StatusWriter {
+    api: Api<Pod>,
+    name: String,
+    uid: String,
+    /// `namespace/name`, for logs.
+    pod_ref: String,
+    builder: StatusBuilder,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl StatusWriter {
+    pub(crate) fn new(
+        api: Api<Pod>,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        builder: StatusBuilder,
+        shutdown: watch::Receiver<bool>,
+    ) -> StatusWriter {
+        StatusWriter {
+            api,
+            name: name.into(),
+            uid: uid.into(),
+            pod_ref: format!("{namespace}/{name}"),
+            builder,
+            shutdown,
+        }
+    }
+
+    /// Writes the pod status (merge patch of `status`, UID as precondition), retrying while
+    /// the API server is unavailable. False when the pod is gone or the agent stops.
+    pub(crate) async fn write(
+        &mut self,
+        phase: &str,
+        state: &State,
+        pod_reason: Option<(&str, &str)>,
+    ) -> bool {
+        let status = self.builder.build(phase, state, pod_reason);
+        let patch = Patch::Merge(json!({ "metadata": { "uid": self.uid }, "status": status }));
+        for attempt in 0u32.. {
+            match self
+                .api
+                .patch_status(&self.name, &PatchParams::default(), &patch)
+                .await
+            {
+                Ok(_) => return true,
+                // Gone, or replaced by a pod with the same name.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return false,
+                Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => {
+                    tracing::error!(pod = %self.pod_ref, error = %e, "test node agent: pod status rejected");
+                    return false;
+                }
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(pod = %self.pod_ref, error = %e, "test node agent: status write failed; retrying")
+                }
+                Err(_) if attempt > 4 * 180 => return false,
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = stopped(&mut self.shutdown) => return false,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        unreachable!()
     }
 }
