@@ -18,6 +18,30 @@
 //! loud `SKIPPED:` line, unless env `CI=true`, where it is an error (CI must not pass by
 //! skipping).
 //!
+//! # How the parts fit
+//!
+//! A test first gets a [`ControlPlane`]: [`locate_binaries`] finds `etcd` and
+//! `kube-apiserver` (module `binaries`), `certs` makes a throw-away PKI for them, and `spawn`
+//! starts both processes tied to the test process, so they die with it even when a control
+//! plane kept in a `static` is never dropped. The test then starts a [`NodeAgent`] with a
+//! client of that control plane and a [`NodeAgentConfig`]; the agent (module `node_agent`,
+//! whose own documentation describes its parts) registers a `Node`, runs the pods bound to it
+//! as local processes, and serves their logs over HTTPS with a certificate from `certs`.
+//! The two halves meet only through the API server (the agent is its client; the API server
+//! calls back the agent's log endpoint). Both mark their temporary directories as owned by
+//! this process, and `spawn` removes those left behind by test processes that are gone.
+//!
+//! # Contents
+//!
+//! * `binaries` — where the control-plane binaries come from: [`Binaries`],
+//!   [`locate_binaries`] and the versions `e2e/control-plane/build.sh` builds.
+//! * `certs` — the throw-away PKI (CA, serving and client certificates, service-account key).
+//! * `control_plane` — [`ControlPlane`]: a real etcd + kube-apiserver on loopback.
+//! * `node_agent` — [`NodeAgent`] and [`NodeAgentConfig`]: the stand-in kubelet and scheduler.
+//! * `spawn` — child processes that never outlive the test process; stale-directory reaping.
+//!
+//! # Example
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use kube_testkit::{ControlPlane, NodeAgent, NodeAgentConfig};
