@@ -128,7 +128,11 @@ impl ExecutorConfig {
         if !is_commit_hash(&job.submission.commit_hash) {
             return Err(JobError::CommitHash(job.submission.commit_hash.clone()));
         }
-        if !job.submission.score_scaling.is_finite() {
+        let scaling = job.submission.score_scaling;
+        if !(scaling.is_finite()
+            && scaling >= 0.0
+            && (scaling * job.gradebook.max_score()).is_finite())
+        {
             return Err(JobError::ScoreScaling(job.submission.score_scaling));
         }
         if kind == JobKind::Feedback && job.submission_gradebook.is_none() {
@@ -173,7 +177,10 @@ pub enum JobError {
     UnsafePath(#[from] UnsafePath),
     #[error("refusing submission.commit_hash {0:?}: not a git commit id (4 to 64 hex digits)")]
     CommitHash(String),
-    #[error("submission.score_scaling {0} is not a finite number")]
+    #[error(
+        "submission.score_scaling {0} must be a finite number, at least 0, whose product with \
+         the assignment's maximum score is finite"
+    )]
     ScoreScaling(f64),
     #[error("{0}")]
     Missing(String),

@@ -640,20 +640,23 @@ async fn a_forged_gradebook_fails_the_job_as_tampered_and_commits_nothing() {
 }
 
 #[tokio::test]
-async fn a_score_that_overflows_with_its_scaling_fails_the_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, mut job) = job(dir.path());
-    job.submission.score_scaling = 1e308;
-    let git = exporting_git("user/alice", COMMIT);
-    let exec = Executor::new(
-        config,
-        Arc::new(git),
-        Arc::new(writing_backend(graded_gradebook_json(2.0))),
-    );
-    let out = exec.autograde(&job, CancellationToken::new()).await;
-    assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
-    assert!(out.error.unwrap().contains("not a finite number"));
-    assert_eq!(out.score, None);
+async fn a_score_scaling_that_would_overflow_or_is_negative_is_refused_before_any_step() {
+    for scaling in [1e308, -1.0, f64::NAN, f64::INFINITY] {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut job) = job(dir.path());
+        job.submission.score_scaling = scaling;
+        let err = config.check(&job, JobKind::Autograde).unwrap_err();
+        assert!(
+            err.to_string().contains("submission.score_scaling"),
+            "{err}"
+        );
+        let mut backend = mock_backend();
+        backend.expect_name().return_const("mock".to_string());
+        let exec = Executor::new(config, Arc::new(MockGit::new()), Arc::new(backend));
+        let out = exec.autograde(&job, CancellationToken::new()).await;
+        assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+        assert_eq!(out.score, None);
+    }
 }
 
 #[tokio::test]
