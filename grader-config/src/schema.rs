@@ -69,7 +69,7 @@ pub const KEYS: &[KeyInfo] = &[
     KeyInfo {
         key: "service_dir",
         ty: "path",
-        doc: "Root directory of the grader's data (submissions, assignments, work directories).",
+        doc: "Root directory of the grader's data (submissions, assignments, work directories); an absolute path.",
         kind: Text,
     },
     KeyInfo {
@@ -87,13 +87,13 @@ pub const KEYS: &[KeyInfo] = &[
     KeyInfo {
         key: "git_executable",
         ty: "program",
-        doc: "The `git` program (name on `PATH` or path).",
+        doc: "The `git` program (name on `PATH` or path); checked before any job is graded.",
         kind: Text,
     },
     KeyInfo {
         key: "convert_executable",
         ty: "program",
-        doc: "The course's grading tool (name on `PATH` or path).",
+        doc: "The course's grading tool (name on `PATH` or path); the local backend checks it before any job is graded.",
         kind: Text,
     },
     KeyInfo {
