@@ -314,6 +314,23 @@ fn a_notebook_on_a_warm_worker_cannot_read_graders_environment() {
             "grader's environment leaked into {name}: {leaked:?}"
         );
     }
+    // The job's child, the worker and grader, nearest first: none of them readable.
+    let ancestors: Vec<&str> = notebook
+        .split("ancestor ")
+        .filter_map(|a| {
+            let (pid, rest) = a.split_once(": ")?;
+            pid.parse::<u32>().ok().map(|_| rest)
+        })
+        .take(3)
+        .collect();
+    assert!(
+        ancestors.len() == 3 && ancestors.iter().all(|a| a.starts_with("unreadable")),
+        "readable ancestors: {:?}",
+        ancestors
+            .iter()
+            .map(|a| &a[..a.len().min(40)])
+            .collect::<Vec<_>>()
+    );
     assert!(
         notebook.contains(&format!("ancestor {grader_pid}: unreadable")),
         "grader's environ was readable"

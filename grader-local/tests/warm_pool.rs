@@ -74,6 +74,7 @@ fn job(dir: &Path, argv: &[&str]) -> JobRequest {
         env,
         cwd: dir.to_str().unwrap().into(),
         log_path: log.to_str().unwrap().into(),
+        log_cap: 1 << 20,
     }
 }
 
@@ -119,7 +120,7 @@ async fn a_worker_says_hello_and_runs_jobs_as_fresh_isolated_children() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w = Worker::start(&spec(&py, "standin:main")).await.unwrap();
     let hello = w.hello().clone();
-    assert!(hello.ok && hello.v == 1, "{hello:?}");
+    assert!(hello.ok && hello.v == 2, "{hello:?}");
     assert_eq!(hello.pid, Some(w.pid()));
     assert_eq!(hello.tool.as_deref(), Some("standin"));
     assert!(hello.python.is_some() && hello.subreaper, "{hello:?}");
@@ -174,12 +175,12 @@ async fn a_worker_says_hello_and_runs_jobs_as_fresh_isolated_children() {
     assert_eq!(info["ppid"].as_u64(), Some(u64::from(w.pid())));
     assert_eq!(info["pgid"].as_u64(), Some(pid));
     assert_eq!(info["sid"].as_u64(), Some(pid));
-    // Nothing of the worker's: stdin is /dev/null, stdout and stderr the job's log, and the
-    // only other descriptor is the report being written.
+    // Nothing of the worker's: stdin is /dev/null, stdout and stderr one pipe to the job's
+    // log, and the only other descriptor is the report being written.
     let fds: BTreeMap<String, String> = serde_json::from_value(info["fds"].clone()).unwrap();
     assert_eq!(fds["0"], "/dev/null", "{fds:?}");
-    assert_eq!(fds["1"], r.log_path);
-    assert_eq!(fds["2"], r.log_path);
+    assert!(fds["1"].starts_with("pipe:"), "{fds:?}");
+    assert_eq!(fds["2"], fds["1"]);
     let others: Vec<_> = fds
         .iter()
         .filter(|(fd, target)| {
@@ -505,14 +506,14 @@ async fn workers_that_cannot_start_say_why() {
     let fake = support::fake_tool(
         tmp.path(),
         "python-v2",
-        r#"read line; echo '{"event":"hello","v":2,"ok":true,"pid":1}'; sleep 5"#,
+        r#"read line; echo '{"event":"hello","v":3,"ok":true,"pid":1}'; sleep 5"#,
     );
     let e = Worker::start(&spec(&fake, "standin:main"))
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("protocol version 2") && e.contains("speaks 1"),
+        e.contains("protocol version 3") && e.contains("speaks 2"),
         "{e}"
     );
     // One that never says hello.
@@ -555,4 +556,183 @@ async fn without_workers_the_backend_runs_the_tool_as_a_plain_process() {
     );
     assert!(out.logs.contains("plain run autograde"), "{}", out.logs);
     assert_eq!(backend.name(), "local-warm");
+}
+
+/// A stand-in tool written for the tests below (module `probe`, entry point `probe:main`):
+/// `probe REPORT PID...` writes what the job's child can see of its privileges and of the
+/// environments of processes PID...; `autograde ...` (how a backend runs the tool) writes
+/// [`flood`] to stdout and stderr.
+const PROBE: &str = r#"import json, os, subprocess, sys
+
+def flood():
+    os.write(1, b"HEAD OF THE LOG\n")
+    for i in range(800):
+        os.write(1 + i % 2, b"%06d" % i + b"y" * 65529 + b"\n")
+    os.write(2, b"TAIL OF THE LOG\n")
+
+def probe(report, pids):
+    with open("/proc/self/status") as f:
+        status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    environ = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ[pid] = f"readable, {len(f.read())} bytes"
+        except OSError as e:
+            environ[pid] = f"unreadable ({e.strerror})"
+    child_env = subprocess.run(["env", "-0"], capture_output=True).stdout.decode()
+    info = {
+        "euid": os.geteuid(),
+        "status": {k: v.strip() for k, v in status.items() if k.startswith(("Cap", "NoNewPrivs"))},
+        "environ": environ,
+        "child_env": sorted(e for e in child_env.split("\0") if e),
+    }
+    with open(report, "w") as f:
+        json.dump(info, f)
+
+def main():
+    if sys.argv[1] == "probe":
+        probe(sys.argv[2], sys.argv[3:])
+    else:
+        flood()
+"#;
+
+/// What [`PROBE`]'s `flood` writes.
+fn flood() -> Vec<u8> {
+    let mut out = b"HEAD OF THE LOG\n".to_vec();
+    for i in 0..800 {
+        out.extend_from_slice(format!("{i:06}").as_bytes());
+        out.extend(std::iter::repeat_n(b'y', 65529));
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"TAIL OF THE LOG\n");
+    out
+}
+
+/// A worker spec for [`PROBE`], written to `dir`. The worker runs the interpreter itself,
+/// not a launcher in front of it (such as pyenv's, which adds variables of its own), like the
+/// python of a virtualenv.
+fn probe_spec(py: &Path, dir: &Path) -> WorkerSpec {
+    std::fs::write(dir.join("probe.py"), PROBE).unwrap();
+    let real = std::process::Command::new(py)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let real = PathBuf::from(String::from_utf8_lossy(&real.stdout).trim());
+    let mut s = spec(&real, "probe:main");
+    for (k, v) in &mut s.env {
+        if k == "PYTHONPATH" {
+            *v = dir.as_os_str().to_owned();
+        }
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_jobs_child_has_no_privileges_and_cannot_read_its_worker_or_grader() {
+    let Some(py) = python("a_jobs_child_has_no_privileges") else {
+        return;
+    };
+    // This process stands for grader, which makes itself non-dumpable.
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no memory of ours.
+    assert_eq!(
+        unsafe { nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
+        0
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Worker::start(&probe_spec(&py, tmp.path())).await.unwrap();
+    let (worker, grader) = (w.pid().to_string(), std::process::id().to_string());
+    let report = tmp.path().join("report.json");
+    let j = job(
+        &tmp.path().join("j"),
+        &["probe", report.to_str().unwrap(), &worker, &grader],
+    );
+    let end = run(&mut w, &j, Duration::from_secs(30)).await;
+    assert!(
+        matches!(end, RunEnd::Exited { status, .. } if status.success()),
+        "{end:?}: {}",
+        std::fs::read_to_string(&j.log_path).unwrap()
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let status = &info["status"];
+    assert_eq!(status["NoNewPrivs"], "1", "{status}");
+    let mut sets = vec!["CapInh", "CapPrm", "CapEff", "CapAmb"];
+    if info["euid"] == 0 {
+        sets.push("CapBnd"); // root's bounding set is what exec would give it back
+    }
+    for set in sets {
+        assert_eq!(status[set], "0000000000000000", "{set}: {status}");
+    }
+    for (who, pid) in [("the worker", &worker), ("grader", &grader)] {
+        let seen = info["environ"][pid].as_str().unwrap();
+        assert!(
+            seen.starts_with("unreadable"),
+            "{who}'s environ from a job: {seen}"
+        );
+    }
+    // What the job's programs (kernels) get: exactly the job's environment.
+    let expected: Vec<String> = j.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(info["child_env"], serde_json::json!(expected));
+    // The worker itself holds only variables the local backend passes on.
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    for var in environ.split(|b| *b == 0).filter(|v| !v.is_empty()) {
+        let name = String::from_utf8_lossy(var.split(|b| *b == b'=').next().unwrap());
+        assert!(
+            grader_local::local::PASSED_ENV.contains(&name.as_ref()),
+            "the worker's environment holds {name}"
+        );
+    }
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_writing_50_mb_keeps_its_log_within_the_cap_on_disk() {
+    let Some(py) = python("a_job_writing_50_mb") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let cap = 64 * 1024;
+    let pool = WarmPool::start(probe_spec(&py, tmp.path()), settings(1), &work)
+        .await
+        .unwrap();
+    let backend = WarmBackend::with_pool(
+        pool,
+        grader_local::LocalBackend::new("probe", cap),
+        "probe",
+        cap,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, work) = (stop.clone(), work.clone());
+        std::thread::spawn(move || {
+            let mut biggest = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in walkdir::WalkDir::new(&work).into_iter().flatten() {
+                    if let Ok(m) = entry.metadata()
+                        && m.is_file()
+                    {
+                        biggest = biggest.max(m.len());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            biggest
+        })
+    };
+    let task = support::task(&tmp.path().join("job"), Duration::from_secs(60));
+    let out = backend.run(&task, CancellationToken::new()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let biggest = watcher.join().unwrap();
+    let out = out.unwrap();
+    assert!(
+        biggest <= cap as u64,
+        "the job's log reached {biggest} bytes on disk (cap {cap})"
+    );
+    // Head, marker and tail exactly as the plain backend's LogBuffer keeps them.
+    let mut expected = grader_local::logs::LogBuffer::new(cap);
+    expected.push(&flood());
+    assert_eq!(out.logs, expected.into_string());
+    backend.shutdown().await;
 }

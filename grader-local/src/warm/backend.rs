@@ -170,11 +170,12 @@ impl GradingBackend for WarmBackend {
             env,
             cwd: cwd.to_string(),
             log_path: log.path.to_string_lossy().into_owned(),
+            log_cap: self.log_cap,
         };
         let worker = lease.worker();
         tracing::info!(tool = %self.tool, worker = worker.pid(), args = ?job.argv, "starting grading tool (warm)");
         let ran = worker.run(&job, task.max_grading_time, &cancel).await;
-        let logs = log.read(self.log_cap);
+        let logs = log.read(self.log_cap, worker.last_log_dropped());
         match ran {
             Ok(end) => {
                 pool.give_back(lease, false);

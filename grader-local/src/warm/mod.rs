@@ -147,12 +147,39 @@ pub(crate) struct RunLog {
 }
 
 impl RunLog {
-    /// The log, capped at `cap` bytes like [`LogBuffer`]: only the head and the tail of a large
-    /// file are read.
-    fn read(&self, cap: usize) -> String {
-        read_capped(&self.path, cap)
-            .unwrap_or_else(|e| format!("grader: could not read the log: {e}\n"))
+    /// The log as [`LogBuffer`] keeps it with `cap`. `dropped`: the bytes the worker left out
+    /// between the head and the tail it wrote (`None` when it did not say: the file is then
+    /// read as a plain capped log).
+    fn read(&self, cap: usize, dropped: Option<u64>) -> String {
+        let read = match dropped {
+            Some(dropped) if dropped > 0 => read_head_and_tail(&self.path, cap, dropped),
+            _ => read_capped(&self.path, cap),
+        };
+        read.unwrap_or_else(|e| format!("grader: could not read the log: {e}\n"))
     }
+}
+
+/// How [`LogBuffer`] splits `cap` between the head and the tail it keeps; the worker keeps the
+/// same head and tail of a job's output on disk.
+pub(crate) fn log_split(cap: usize) -> (usize, usize) {
+    let cap = cap.max(64);
+    (cap / 2, cap - cap / 2)
+}
+
+/// A log the worker wrote as the first `head` bytes of the output then its last bytes, having
+/// left out `dropped` bytes between them.
+fn read_head_and_tail(path: &Path, cap: usize, dropped: u64) -> std::io::Result<String> {
+    let (head_cap, tail_cap) = log_split(cap);
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take((head_cap + tail_cap) as u64)
+        .read_to_end(&mut bytes)?;
+    let (head, tail) = bytes.split_at(head_cap.min(bytes.len()));
+    let mut buf = LogBuffer::new(cap);
+    buf.push(head);
+    buf.skip(dropped);
+    buf.push(tail);
+    Ok(buf.into_string())
 }
 
 impl Drop for RunLog {
@@ -162,7 +189,8 @@ impl Drop for RunLog {
 }
 
 fn read_capped(path: &Path, cap: usize) -> std::io::Result<String> {
-    let cap = cap.max(64);
+    let (head_cap, tail_cap) = log_split(cap);
+    let cap = head_cap + tail_cap;
     let mut file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut buf = LogBuffer::new(cap);
@@ -173,8 +201,6 @@ fn read_capped(path: &Path, cap: usize) -> std::io::Result<String> {
         return Ok(buf.into_string());
     }
     // What LogBuffer keeps of a NUL-free stream of `size` bytes, without reading the middle.
-    let head_cap = cap / 2;
-    let tail_cap = cap - head_cap;
     let mut head = vec![0u8; head_cap];
     file.read_exact(&mut head)?;
     file.seek(SeekFrom::Start(size - tail_cap as u64))?;
@@ -236,6 +262,32 @@ mod tests {
         assert_eq!(read_capped(&path, 100).unwrap(), expected.into_string());
         std::fs::write(&path, b"short\0 log").unwrap();
         assert_eq!(read_capped(&path, 100).unwrap(), "short log");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_log_the_worker_cut_reads_like_log_buffer() {
+        let dir = std::env::temp_dir().join(format!("grader-warm-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let mut text = b"START".to_vec();
+        for i in 0..1000 {
+            text.extend_from_slice(format!("{i:09}\n").as_bytes());
+        }
+        text.extend_from_slice(b"END");
+        // What the worker writes with a cap of 100: the first 50 and the last 50 bytes.
+        let (head, tail) = log_split(100);
+        let mut cut = text[..head].to_vec();
+        cut.extend_from_slice(&text[text.len() - tail..]);
+        std::fs::write(&path, &cut).unwrap();
+        let mut expected = LogBuffer::new(100);
+        expected.push(&text);
+        let dropped = (text.len() - head - tail) as u64;
+        let log = RunLog { path: path.clone() };
+        assert_eq!(log.read(100, Some(dropped)), expected.into_string());
+        assert_eq!(log.read(100, Some(0)), String::from_utf8(cut).unwrap());
+        drop(log);
+        assert!(!path.exists(), "the log is removed with its guard");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

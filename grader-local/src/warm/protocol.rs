@@ -9,20 +9,23 @@ use std::process::ExitStatus;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this `grader` speaks (and asks the worker for).
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// A request to a worker.
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request<'a> {
-    /// Fork a child that runs the tool's main with `argv` in `cwd` with exactly `env`, its
-    /// output appended to the existing file `log_path`.
+    /// Fork a child that runs the tool's main with `argv` in `cwd` with exactly `env`. Its
+    /// output goes to the existing file `log_path`: the first `log_head` bytes and the last
+    /// `log_tail` bytes, never more (what lies between is counted in `exited`).
     Run {
         id: u64,
         argv: &'a [String],
         env: &'a BTreeMap<&'a str, String>,
         cwd: &'a str,
         log_path: &'a str,
+        log_head: u64,
+        log_tail: u64,
     },
     /// Kill the process tree of job `id`; its `exited` event follows.
     Kill { id: u64 },
@@ -72,7 +75,8 @@ pub enum Event {
         id: u64,
         pid: u32,
     },
-    /// The job's child ended and everything it left behind was killed (`strays` processes).
+    /// The job's child ended and everything it left behind was killed (`strays` processes);
+    /// `log_dropped` bytes of its output were left out of its log, between head and tail.
     Exited {
         id: u64,
         #[serde(default)]
@@ -81,6 +85,8 @@ pub enum Event {
         signal: Option<i32>,
         #[serde(default)]
         strays: u32,
+        #[serde(default)]
+        log_dropped: u64,
     },
     Pong {
         #[serde(default)]
@@ -126,6 +132,8 @@ mod tests {
             env: &env,
             cwd: "/w/in",
             log_path: "/w/log",
+            log_head: 32,
+            log_tail: 32,
         }
         .line();
         assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
@@ -133,6 +141,7 @@ mod tests {
         assert_eq!(v["op"], "run");
         assert_eq!(v["id"], 3);
         assert_eq!(v["env"]["ASSIGNMENT_SETTINGS"], "{}");
+        assert_eq!((&v["log_head"], &v["log_tail"]), (&32.into(), &32.into()));
         assert_eq!(
             Request::Kill { id: 4 }.line(),
             "{\"op\":\"kill\",\"id\":4}\n"
@@ -146,16 +155,17 @@ mod tests {
             Ok(Event::Started { id: 1, pid: 42 })
         );
         assert_eq!(
-            Event::parse(r#"{"event":"exited","id":1,"signal":9,"strays":2}"#),
+            Event::parse(r#"{"event":"exited","id":1,"signal":9,"strays":2,"log_dropped":5}"#),
             Ok(Event::Exited {
                 id: 1,
                 exit_code: None,
                 signal: Some(9),
-                strays: 2
+                strays: 2,
+                log_dropped: 5
             })
         );
         let Ok(Event::Hello(h)) = Event::parse(
-            r#"{"event":"hello","v":1,"ok":true,"pid":7,"tool":"grader-service","tool_version":"0.12.5","python":"3.11.7","subreaper":true}"#,
+            r#"{"event":"hello","v":2,"ok":true,"pid":7,"tool":"grader-service","tool_version":"0.12.5","python":"3.11.7","subreaper":true}"#,
         ) else {
             panic!("hello");
         };

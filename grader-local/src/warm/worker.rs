@@ -80,8 +80,12 @@ pub struct JobRequest {
     pub argv: Vec<String>,
     pub env: BTreeMap<&'static str, String>,
     pub cwd: String,
-    /// An existing file the child appends its stdout and stderr to.
+    /// An existing file for the child's stdout and stderr. The worker writes at most
+    /// `log_cap` bytes to it, the head and the tail of the output as [`LogBuffer`] keeps them,
+    /// so that a job cannot fill the disk.
     pub log_path: String,
+    /// `log_cap_bytes`.
+    pub log_cap: usize,
 }
 
 /// How a job on a worker ended.
@@ -118,6 +122,7 @@ pub struct Worker {
     jobs: u64,
     next_id: u64,
     idle_since: Instant,
+    last_log_dropped: Option<u64>,
 }
 
 impl Worker {
@@ -222,6 +227,7 @@ impl Worker {
             jobs: 0,
             next_id: 1,
             idle_since: Instant::now(),
+            last_log_dropped: None,
         })
     }
 
@@ -243,6 +249,12 @@ impl Worker {
     /// How far the worker's resident memory has grown since its hello, in bytes.
     pub fn rss_growth(&self) -> Option<u64> {
         Some(rss_bytes(self.pid)?.saturating_sub(self.baseline_rss?))
+    }
+
+    /// Bytes of the last job's output its log left out between head and tail; `None` when
+    /// the worker did not report the job's end (its log then holds at most the head).
+    pub fn last_log_dropped(&self) -> Option<u64> {
+        self.last_log_dropped
     }
 
     /// How long the worker has been waiting for a job.
@@ -296,12 +308,16 @@ impl Worker {
     ) -> Result<RunEnd, WorkerFault> {
         let id = self.take_id();
         self.jobs += 1;
+        self.last_log_dropped = None;
+        let (log_head, log_tail) = super::log_split(job.log_cap);
         let request = Request::Run {
             id,
             argv: &job.argv,
             env: &job.env,
             cwd: &job.cwd,
             log_path: &job.log_path,
+            log_head: log_head as u64,
+            log_tail: log_tail as u64,
         };
         let mut child = RunChild::default();
         if let Err(detail) = self.send(&request).await {
@@ -313,8 +329,9 @@ impl Worker {
             tokio::select! {
                 event = self.next_event() => match event {
                     Ok(Event::Started { id: i, pid }) if i == id => child.set(pid),
-                    Ok(Event::Exited { id: i, exit_code, signal, strays }) if i == id => {
+                    Ok(Event::Exited { id: i, exit_code, signal, strays, log_dropped }) if i == id => {
                         self.idle_since = Instant::now();
+                        self.last_log_dropped = Some(log_dropped);
                         return Ok(RunEnd::Exited {
                             status: protocol::exit_status(exit_code, signal),
                             strays,
@@ -348,7 +365,12 @@ impl Worker {
                         child.set(pid);
                         child.kill();
                     }
-                    Event::Exited { id: i, .. } if i == id => return Ok(()),
+                    Event::Exited {
+                        id: i, log_dropped, ..
+                    } if i == id => {
+                        self.last_log_dropped = Some(log_dropped);
+                        return Ok(());
+                    }
                     other => tracing::debug!(pid = self.pid, ?other, "ignored while killing"),
                 }
             }
