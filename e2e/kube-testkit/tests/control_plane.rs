@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -493,6 +493,114 @@ async fn running_pod_is_killed_on_graceful_delete_and_logs_follow() -> Result<()
     .await??;
     assert_eq!(followed, "started\nterm\n");
     wait_for(&pods, "sleeper", Duration::from_secs(30), |p| p.is_none()).await?;
+    env.agent.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_maps_secrets_and_downward_api_reach_env_and_volumes() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: materialized volumes need bind mounts (root)");
+        return Ok(());
+    }
+    let Some(env) = setup(NodeAgentConfig::default()).await? else {
+        return Ok(());
+    };
+    env.cp.create_namespace("data", true).await?;
+    let client = env.client.clone();
+    Api::<ConfigMap>::namespaced(client.clone(), "data")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "settings" },
+                "data": { "greeting": "hello", "file.txt": "from a file" },
+                "binaryData": { "bin": "Ynl0ZXM=" }
+            }))?,
+        )
+        .await?;
+    Api::<Secret>::namespaced(client.clone(), "data")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "token" },
+                "stringData": { "password": "s3cret" }
+            }))?,
+        )
+        .await?;
+    let view = tempfile::tempdir()?;
+    let v = view.path().display().to_string();
+    let script = format!(
+        "echo \"$CM_greeting $CM_bin $PASSWORD ${{MISSING-unset}}\"; cat {v}/cm/sub/f.txt; echo; \
+         cat {v}/secret/password; echo; cat {v}/downward/name"
+    );
+    let mut pod = restricted_pod("reader", &["/bin/sh", "-c", &script]);
+    let spec = pod.spec.as_mut().expect("spec");
+    spec.volumes = Some(serde_json::from_value(json!([
+        { "name": "cm", "configMap": { "name": "settings",
+                                       "items": [{ "key": "file.txt", "path": "sub/f.txt" }] } },
+        { "name": "secret", "secret": { "secretName": "token" } },
+        { "name": "downward", "downwardAPI": {
+            "items": [{ "path": "name", "fieldRef": { "fieldPath": "metadata.name" } }] } }
+    ]))?);
+    let container = &mut spec.containers[0];
+    container.env_from = Some(serde_json::from_value(json!([
+        { "prefix": "CM_", "configMapRef": { "name": "settings" } }
+    ]))?);
+    container.env = Some(serde_json::from_value(json!([
+        { "name": "PASSWORD",
+          "valueFrom": { "secretKeyRef": { "name": "token", "key": "password" } } },
+        { "name": "MISSING",
+          "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "absent",
+                                              "optional": true } } }
+    ]))?);
+    container.volume_mounts = Some(serde_json::from_value(json!([
+        { "name": "cm", "mountPath": format!("{v}/cm"), "readOnly": true },
+        { "name": "secret", "mountPath": format!("{v}/secret"), "readOnly": true },
+        { "name": "downward", "mountPath": format!("{v}/downward"), "readOnly": true }
+    ]))?);
+    let pods: Api<Pod> = Api::namespaced(client, "data");
+    pods.create(&PostParams::default(), &pod).await?;
+    let done = wait_for(&pods, "reader", Duration::from_secs(60), |p| {
+        p.is_some_and(|p| matches!(phase(p), "Succeeded" | "Failed"))
+    })
+    .await?
+    .expect("pod");
+    let logs = pods.logs("reader", &LogParams::default()).await?;
+    assert_eq!(
+        phase(&done),
+        "Succeeded",
+        "logs: {logs}\n{:#?}",
+        done.status
+    );
+    assert_eq!(
+        logs,
+        "hello bytes s3cret unset\nfrom a file\ns3cret\nreader"
+    );
+
+    // A required key that is missing keeps the pod Pending, saying why.
+    let mut broken = restricted_pod("broken", &["true"]);
+    broken.spec.as_mut().expect("spec").containers[0].env = Some(serde_json::from_value(json!([
+        { "name": "X", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "absent" } } }
+    ]))?);
+    pods.create(&PostParams::default(), &broken).await?;
+    let waiting = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].state.as_ref())
+            .and_then(|s| s.waiting.clone())
+    };
+    let broken = wait_for(&pods, "broken", Duration::from_secs(60), |p| {
+        p.and_then(waiting)
+            .is_some_and(|w| w.reason.as_deref() == Some("CreateContainerConfigError"))
+    })
+    .await?
+    .expect("pod");
+    assert_eq!(phase(&broken), "Pending");
+    assert_eq!(
+        waiting(&broken).and_then(|w| w.message).as_deref(),
+        Some("couldn't find key absent in ConfigMap data/settings")
+    );
     env.agent.stop().await;
     Ok(())
 }
