@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, EnvVarSource};
 
-use super::objects::field_value;
+use super::objects::{DataKind, field_value};
 use super::prepare::{PrepareError, Setup};
 
 impl Setup<'_> {
@@ -33,11 +33,15 @@ impl Setup<'_> {
         for source in container.env_from.iter().flatten() {
             let prefix = source.prefix.clone().unwrap_or_default();
             let data = if let Some(cm) = &source.config_map_ref {
-                self.config_map_data(&cm.name, cm.optional.unwrap_or(false))
+                self.data(DataKind::ConfigMap, &cm.name, cm.optional.unwrap_or(false))
                     .await?
             } else if let Some(secret) = &source.secret_ref {
-                self.secret_data(&secret.name, secret.optional.unwrap_or(false))
-                    .await?
+                self.data(
+                    DataKind::Secret,
+                    &secret.name,
+                    secret.optional.unwrap_or(false),
+                )
+                .await?
             } else {
                 BTreeMap::new()
             };
@@ -58,17 +62,8 @@ impl Setup<'_> {
                             var.name, field.field_path
                         ))
                     })?
-                } else if let Some(key) = &source.config_map_key_ref {
-                    let optional = key.optional.unwrap_or(false);
-                    let data = self.config_map_data(&key.name, optional).await?;
-                    match self.data_key(&data, &key.key, optional, "ConfigMap", &key.name)? {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                } else if let Some(key) = &source.secret_key_ref {
-                    let optional = key.optional.unwrap_or(false);
-                    let data = self.secret_data(&key.name, optional).await?;
-                    match self.data_key(&data, &key.key, optional, "Secret", &key.name)? {
+                } else if let Some((kind, name, key, optional)) = key_ref(source) {
+                    match self.key_value(kind, name, key, optional).await? {
                         Some(v) => v,
                         None => continue,
                     }
@@ -85,6 +80,19 @@ impl Setup<'_> {
             set(&mut env, var.name.clone(), value);
         }
         Ok(env)
+    }
+}
+
+/// The object, name, key and optionality of a `configMapKeyRef` or `secretKeyRef`.
+fn key_ref(source: &EnvVarSource) -> Option<(DataKind, &str, &str, bool)> {
+    if let Some(key) = &source.config_map_key_ref {
+        let optional = key.optional.unwrap_or(false);
+        Some((DataKind::ConfigMap, &key.name, &key.key, optional))
+    } else if let Some(key) = &source.secret_key_ref {
+        let optional = key.optional.unwrap_or(false);
+        Some((DataKind::Secret, &key.name, &key.key, optional))
+    } else {
+        None
     }
 }
 

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::env::expand;
 use super::prepare::{PrepareError, Setup};
+use super::volumes::stays_inside;
 
 /// A bind mount of `source` (host) onto `target` (the container's `mountPath`).
 #[derive(Clone, Debug)]
@@ -62,10 +63,7 @@ impl Setup<'_> {
                 source
             } else {
                 let relative = Path::new(&sub_path);
-                if relative
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_)))
-                {
+                if !stays_inside(relative) {
                     return Err(PrepareError::Config(format!(
                         "subPath \"{sub_path}\" must be a relative path without '..'"
                     )));

@@ -10,75 +10,82 @@ use kube::api::{Api, PostParams};
 
 use super::prepare::{PrepareError, Setup};
 
+/// The two kinds of object whose data a container's environment and volumes draw on.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum DataKind {
+    ConfigMap,
+    Secret,
+}
+
+impl DataKind {
+    /// The resource name, as in `configmap "x" not found`.
+    fn resource(self) -> &'static str {
+        match self {
+            DataKind::ConfigMap => "configmap",
+            DataKind::Secret => "secret",
+        }
+    }
+
+    /// The kind, as in `couldn't find key k in ConfigMap ns/x`.
+    fn kind(self) -> &'static str {
+        match self {
+            DataKind::ConfigMap => "ConfigMap",
+            DataKind::Secret => "Secret",
+        }
+    }
+}
+
 impl Setup<'_> {
+    /// The data of the ConfigMap (`data` and `binaryData`) or Secret `name`; empty when it is
+    /// missing and `optional`.
+    pub(super) async fn data(
+        &self,
+        kind: DataKind,
+        name: &str,
+        optional: bool,
+    ) -> Result<BTreeMap<String, Vec<u8>>, PrepareError> {
+        let client = self.shared.client.clone();
+        let found = match kind {
+            DataKind::ConfigMap => Api::<ConfigMap>::namespaced(client, self.namespace)
+                .get_opt(name)
+                .await
+                .map(|cm| cm.map(config_map_bytes)),
+            DataKind::Secret => Api::<Secret>::namespaced(client, self.namespace)
+                .get_opt(name)
+                .await
+                .map(|secret| secret.map(secret_bytes)),
+        };
+        let resource = kind.resource();
+        match found {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) if optional => Ok(BTreeMap::new()),
+            Ok(None) => Err(PrepareError::Config(format!(
+                "{resource} \"{name}\" not found"
+            ))),
+            Err(e) => Err(PrepareError::Config(format!(
+                "get {resource} \"{name}\": {e}"
+            ))),
+        }
+    }
+
     /// `key` of the data of `kind` `name` (a `configMapKeyRef` / `secretKeyRef`); `None`
     /// when it is missing and `optional`.
-    pub(super) fn data_key(
+    pub(super) async fn key_value(
         &self,
-        data: &BTreeMap<String, Vec<u8>>,
+        kind: DataKind,
+        name: &str,
         key: &str,
         optional: bool,
-        kind: &str,
-        name: &str,
     ) -> Result<Option<String>, PrepareError> {
+        let data = self.data(kind, name, optional).await?;
         match data.get(key) {
             Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
             None if optional => Ok(None),
             None => Err(PrepareError::Config(format!(
-                "couldn't find key {key} in {kind} {}/{name}",
+                "couldn't find key {key} in {} {}/{name}",
+                kind.kind(),
                 self.namespace
             ))),
-        }
-    }
-
-    pub(super) async fn config_map_data(
-        &self,
-        name: &str,
-        optional: bool,
-    ) -> Result<BTreeMap<String, Vec<u8>>, PrepareError> {
-        let api: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), self.namespace);
-        match api.get_opt(name).await {
-            Ok(Some(cm)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                data.extend(
-                    cm.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, ByteString(v))| (k, v)),
-                );
-                Ok(data)
-            }
-            Ok(None) if optional => Ok(BTreeMap::new()),
-            Ok(None) => Err(PrepareError::Config(format!(
-                "configmap \"{name}\" not found"
-            ))),
-            Err(e) => Err(PrepareError::Config(format!(
-                "get configmap \"{name}\": {e}"
-            ))),
-        }
-    }
-
-    pub(super) async fn secret_data(
-        &self,
-        name: &str,
-        optional: bool,
-    ) -> Result<BTreeMap<String, Vec<u8>>, PrepareError> {
-        let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), self.namespace);
-        match api.get_opt(name).await {
-            Ok(Some(secret)) => Ok(secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, ByteString(v))| (k, v))
-                .collect()),
-            Ok(None) if optional => Ok(BTreeMap::new()),
-            Ok(None) => Err(PrepareError::Config(format!("secret \"{name}\" not found"))),
-            Err(e) => Err(PrepareError::Config(format!("get secret \"{name}\": {e}"))),
         }
     }
 
@@ -160,4 +167,31 @@ pub(super) fn field_value(pod: &Pod, path: &str) -> Option<String> {
             }
         }
     })
+}
+
+/// A ConfigMap's `data` and `binaryData`, as bytes.
+fn config_map_bytes(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    data.extend(
+        cm.binary_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, ByteString(v))| (k, v)),
+    );
+    data
+}
+
+/// A Secret's `data`.
+fn secret_bytes(secret: Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, ByteString(v))| (k, v))
+        .collect()
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Volume};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Volume};
 
-use super::objects::field_value;
+use super::objects::{DataKind, field_value};
 use super::prepare::{PrepareError, Setup};
 
 impl Setup<'_> {
@@ -40,52 +40,31 @@ impl Setup<'_> {
             return Ok(dir);
         }
         if let Some(cm) = &volume.config_map {
-            let data = self
-                .config_map_data(&cm.name, cm.optional.unwrap_or(false))
+            self.write_data(&dir, DataKind::ConfigMap, &cm.name, cm.optional, &cm.items)
                 .await?;
-            write_items(&dir, &data, cm.items.as_deref())?;
             return Ok(dir);
         }
         if let Some(secret) = &volume.secret {
-            let data = self
-                .secret_data(
-                    secret.secret_name.as_deref().unwrap_or_default(),
-                    secret.optional.unwrap_or(false),
-                )
+            let name = secret.secret_name.as_deref().unwrap_or_default();
+            self.write_data(&dir, DataKind::Secret, name, secret.optional, &secret.items)
                 .await?;
-            write_items(&dir, &data, secret.items.as_deref())?;
             return Ok(dir);
         }
         if let Some(downward) = &volume.downward_api {
-            for item in downward.items.iter().flatten() {
-                self.write_downward(
-                    &dir,
-                    &item.path,
-                    item.field_ref.as_ref().map(|f| f.field_path.as_str()),
-                )?;
-            }
+            self.write_downward(&dir, &downward.items)?;
             return Ok(dir);
         }
         if let Some(projected) = &volume.projected {
             for source in projected.sources.iter().flatten() {
                 if let Some(cm) = &source.config_map {
-                    let data = self
-                        .config_map_data(&cm.name, cm.optional.unwrap_or(false))
+                    self.write_data(&dir, DataKind::ConfigMap, &cm.name, cm.optional, &cm.items)
                         .await?;
-                    write_items(&dir, &data, cm.items.as_deref())?;
                 } else if let Some(secret) = &source.secret {
-                    let data = self
-                        .secret_data(&secret.name, secret.optional.unwrap_or(false))
+                    let (name, optional) = (&secret.name, secret.optional);
+                    self.write_data(&dir, DataKind::Secret, name, optional, &secret.items)
                         .await?;
-                    write_items(&dir, &data, secret.items.as_deref())?;
                 } else if let Some(downward) = &source.downward_api {
-                    for item in downward.items.iter().flatten() {
-                        self.write_downward(
-                            &dir,
-                            &item.path,
-                            item.field_ref.as_ref().map(|f| f.field_path.as_str()),
-                        )?;
-                    }
+                    self.write_downward(&dir, &downward.items)?;
                 } else if let Some(token) = &source.service_account_token {
                     let value = self
                         .service_account_token(token.audience.clone(), token.expiration_seconds)
@@ -106,29 +85,53 @@ impl Setup<'_> {
         )))
     }
 
+    /// Writes the data of ConfigMap or Secret `name` into `dir`: the listed `items`, or
+    /// every key as a file of its name.
+    async fn write_data(
+        &self,
+        dir: &Path,
+        kind: DataKind,
+        name: &str,
+        optional: Option<bool>,
+        items: &Option<Vec<KeyToPath>>,
+    ) -> Result<(), PrepareError> {
+        let data = self.data(kind, name, optional.unwrap_or(false)).await?;
+        write_items(dir, &data, items.as_deref())
+    }
+
+    /// Writes each downward-API item (a supported `fieldRef`) into `dir`.
     fn write_downward(
         &self,
         dir: &Path,
-        path: &str,
-        field: Option<&str>,
+        items: &Option<Vec<DownwardAPIVolumeFile>>,
     ) -> Result<(), PrepareError> {
-        let value = field
-            .and_then(|f| field_value(self.pod, f))
-            .ok_or_else(|| {
-                PrepareError::Config(format!(
-                    "downwardAPI item {path}: only supported fieldRefs are allowed"
-                ))
-            })?;
-        write_file(dir, path, value.as_bytes())
+        for item in items.iter().flatten() {
+            let path = &item.path;
+            let field = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+            let value = field
+                .and_then(|f| field_value(self.pod, f))
+                .ok_or_else(|| {
+                    PrepareError::Config(format!(
+                        "downwardAPI item {path}: only supported fieldRefs are allowed"
+                    ))
+                })?;
+            write_file(dir, path, value.as_bytes())?;
+        }
+        Ok(())
     }
+}
+
+/// Whether `relative` is a relative path of plain names only (no `..`, no root): joined to
+/// a directory, it stays inside it.
+pub(super) fn stays_inside(relative: &Path) -> bool {
+    relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
 }
 
 fn write_file(dir: &Path, relative: &str, contents: &[u8]) -> Result<(), PrepareError> {
     let relative_path = Path::new(relative);
-    if relative_path
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-    {
+    if !stays_inside(relative_path) {
         return Err(PrepareError::Config(format!(
             "volume file path \"{relative}\" must be relative without '..'"
         )));
