@@ -214,20 +214,10 @@ impl Controller {
                 }),
                 ..Default::default()
             };
-            for attempt in 0..240 {
-                match api.delete(&name, &params).await {
-                    Ok(_) => return,
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return,
-                    Err(e) if attempt == 0 => {
-                        tracing::warn!(pod = %name, error = %e, "final delete failed; retrying")
-                    }
-                    Err(_) => {}
-                }
-                tokio::select! {
-                    _ = stopped(&mut shutdown) => return,
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                }
-            }
+            retry(&mut shutdown, &name, "final delete", || {
+                api.delete(&name, &params)
+            })
+            .await;
         });
     }
 }
@@ -251,26 +241,34 @@ async fn bind(shared: Arc<Shared>, pod: Pod) {
         },
     };
     let mut shutdown = shared.shutdown.clone();
+    let pod_ref = format!("{namespace}/{name}");
+    let params = PostParams::default();
+    // 404/409: already bound, or gone.
+    retry(&mut shutdown, &pod_ref, "bind", || {
+        api.create_subresource::<_, serde_json::Value>("binding", &name, &params, &binding)
+    })
+    .await;
+}
+
+/// Sends `request` until it succeeds or answers 404/409 (the pod is gone, or it is done
+/// already), every 250 ms for a minute at most, or until the agent stops. Warns once, on the
+/// first failure.
+async fn retry<T, F, R>(shutdown: &mut watch::Receiver<bool>, pod: &str, what: &str, request: F)
+where
+    F: Fn() -> R,
+    R: Future<Output = kube::Result<T>>,
+{
     for attempt in 0..240 {
-        match api
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
+        match request().await {
             Ok(_) => return,
-            // Already bound, or gone.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return,
             Err(e) if attempt == 0 => {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "bind failed; retrying")
+                tracing::warn!(pod = %pod, error = %e, "{what} failed; retrying")
             }
             Err(_) => {}
         }
         tokio::select! {
-            _ = stopped(&mut shutdown) => return,
+            _ = stopped(shutdown) => return,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
