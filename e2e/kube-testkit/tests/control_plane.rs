@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerState, ContainerStateTerminated, ContainerStateWaiting, Namespace, Pod,
+    Secret,
+};
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -91,10 +94,39 @@ async fn wait_for(
     }
 }
 
+/// The state of the pod's (single) container, once it has a status.
+fn container_state(pod: &Pod) -> Option<ContainerState> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .clone()
+}
+
+fn terminated(pod: &Pod) -> ContainerStateTerminated {
+    container_state(pod)
+        .and_then(|s| s.terminated)
+        .expect("terminated")
+}
+
+fn waiting(pod: &Pod) -> Option<ContainerStateWaiting> {
+    container_state(pod).and_then(|s| s.waiting)
+}
+
 struct Env {
     cp: ControlPlane,
     agent: NodeAgent,
     client: Client,
+}
+
+impl Env {
+    /// Creates namespace `name` (`restricted` PodSecurity) and returns its pods.
+    async fn restricted_namespace(&self, name: &str) -> Result<Api<Pod>> {
+        self.cp.create_namespace(name, true).await?;
+        Ok(Api::namespaced(self.client.clone(), name))
+    }
 }
 
 async fn setup(config: NodeAgentConfig) -> Result<Option<Env>> {
@@ -113,7 +145,7 @@ async fn pod_fails_with_exit_code_serves_logs_and_is_deleted() -> Result<()> {
     let Some(env) = setup(NodeAgentConfig::default()).await? else {
         return Ok(());
     };
-    env.cp.create_namespace("grading", true).await?;
+    let pods = env.restricted_namespace("grading").await?;
     let ns: Namespace = Api::all(env.client.clone()).get("grading").await?;
     assert_eq!(
         ns.labels()
@@ -122,7 +154,6 @@ async fn pod_fails_with_exit_code_serves_logs_and_is_deleted() -> Result<()> {
         Some("restricted")
     );
 
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "grading");
     let pod = restricted_pod("fails", &["/bin/sh", "-c", "echo hello; exit 3"]);
     let created = pods.create(&PostParams::default(), &pod).await?;
     let uid = created.uid().expect("uid");
@@ -137,15 +168,7 @@ async fn pod_fails_with_exit_code_serves_logs_and_is_deleted() -> Result<()> {
         Some("testkit-node")
     );
     let status = pod.status.as_ref().expect("status");
-    let container = &status
-        .container_statuses
-        .as_ref()
-        .expect("container statuses")[0];
-    let terminated = container
-        .state
-        .as_ref()
-        .and_then(|s| s.terminated.as_ref())
-        .expect("terminated");
+    let terminated = terminated(&pod);
     assert_eq!(terminated.exit_code, 3);
     assert_eq!(terminated.reason.as_deref(), Some("Error"));
     assert!(terminated.started_at.is_some() && terminated.finished_at.is_some());
@@ -189,8 +212,7 @@ async fn restricted_namespace_rejects_violating_pod_and_rbac_applies_to_tokens()
     let Some(env) = setup(NodeAgentConfig::default()).await? else {
         return Ok(());
     };
-    env.cp.create_namespace("locked", true).await?;
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "locked");
+    let pods = env.restricted_namespace("locked").await?;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": { "name": "privileged" },
         "spec": { "containers": [{ "name": "main", "image": "x", "command": ["true"],
@@ -254,7 +276,7 @@ async fn sub_path_mount_writes_into_the_claim_directory() -> Result<()> {
     let Some(env) = setup(config).await? else {
         return Ok(());
     };
-    env.cp.create_namespace("mounts", true).await?;
+    let pods = env.restricted_namespace("mounts").await?;
     let private = unsafe { libc::geteuid() } == 0;
     // Without root the agent cannot bind-mount: the mountPath must be the host directory.
     let mount_path = if private {
@@ -282,7 +304,6 @@ async fn sub_path_mount_writes_into_the_claim_directory() -> Result<()> {
     container.volume_mounts = Some(vec![serde_json::from_value(json!({
         "name": "data", "mountPath": mount_path, "subPath": "users/alice/assignment-1"
     }))?]);
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "mounts");
     pods.create(&PostParams::default(), &pod).await?;
     let done = wait_for(&pods, "writer", Duration::from_secs(60), |p| {
         p.is_some_and(|p| matches!(phase(p), "Succeeded" | "Failed"))
@@ -324,8 +345,7 @@ async fn pod_survives_api_server_restart_and_deadline_and_pull_failures_apply() 
     let Some(mut env) = setup(config).await? else {
         return Ok(());
     };
-    env.cp.create_namespace("restarts", true).await?;
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "restarts");
+    let pods = env.restricted_namespace("restarts").await?;
 
     let mut unpullable = restricted_pod("unpullable", &["true"]);
     unpullable.spec.as_mut().expect("spec").containers[0].image =
@@ -373,15 +393,10 @@ async fn pod_survives_api_server_restart_and_deadline_and_pull_failures_apply() 
         p.is_some_and(|p| phase(p) == "Failed")
     })
     .await?;
-    let status = limited.expect("pod").status.expect("status");
+    let limited = limited.expect("pod");
+    let status = limited.status.as_ref().expect("status");
     assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
-    let terminated = status.container_statuses.expect("statuses")[0]
-        .state
-        .clone()
-        .expect("state")
-        .terminated
-        .expect("terminated");
-    assert_eq!(terminated.exit_code, 128 + libc::SIGTERM);
+    assert_eq!(terminated(&limited).exit_code, 128 + libc::SIGTERM);
 
     let mapped = wait_for(&pods, "mapped", Duration::from_secs(60), |p| {
         p.is_some_and(|p| phase(p) == "Succeeded")
@@ -396,17 +411,7 @@ async fn pod_survives_api_server_restart_and_deadline_and_pull_failures_apply() 
         p.is_some_and(|p| phase(p) == "Failed")
     })
     .await?;
-    let terminated = missing
-        .expect("pod")
-        .status
-        .expect("status")
-        .container_statuses
-        .expect("statuses")[0]
-        .state
-        .clone()
-        .expect("state")
-        .terminated
-        .expect("terminated");
+    let terminated = terminated(&missing.expect("pod"));
     assert_eq!(
         (terminated.exit_code, terminated.reason.as_deref()),
         (128, Some("StartError"))
@@ -419,16 +424,7 @@ async fn pod_survives_api_server_restart_and_deadline_and_pull_failures_apply() 
     );
 
     let unpullable = pods.get("unpullable").await?;
-    let waiting = unpullable
-        .status
-        .expect("status")
-        .container_statuses
-        .expect("statuses")[0]
-        .state
-        .clone()
-        .expect("state")
-        .waiting
-        .expect("waiting");
+    let waiting = waiting(&unpullable).expect("waiting");
     assert_eq!(waiting.reason.as_deref(), Some("ImagePullBackOff"));
     // Deleting it with the default grace period completes through the agent.
     pods.delete("unpullable", &DeleteParams::default()).await?;
@@ -445,8 +441,7 @@ async fn running_pod_is_killed_on_graceful_delete_and_logs_follow() -> Result<()
     let Some(env) = setup(NodeAgentConfig::default()).await? else {
         return Ok(());
     };
-    env.cp.create_namespace("deletes", true).await?;
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "deletes");
+    let pods = env.restricted_namespace("deletes").await?;
     let pod = restricted_pod(
         "sleeper",
         &[
@@ -506,7 +501,7 @@ async fn config_maps_secrets_and_downward_api_reach_env_and_volumes() -> Result<
     let Some(env) = setup(NodeAgentConfig::default()).await? else {
         return Ok(());
     };
-    env.cp.create_namespace("data", true).await?;
+    let pods = env.restricted_namespace("data").await?;
     let client = env.client.clone();
     Api::<ConfigMap>::namespaced(client.clone(), "data")
         .create(
@@ -558,7 +553,6 @@ async fn config_maps_secrets_and_downward_api_reach_env_and_volumes() -> Result<
         { "name": "secret", "mountPath": format!("{v}/secret"), "readOnly": true },
         { "name": "downward", "mountPath": format!("{v}/downward"), "readOnly": true }
     ]))?);
-    let pods: Api<Pod> = Api::namespaced(client, "data");
     pods.create(&PostParams::default(), &pod).await?;
     let done = wait_for(&pods, "reader", Duration::from_secs(60), |p| {
         p.is_some_and(|p| matches!(phase(p), "Succeeded" | "Failed"))
@@ -583,13 +577,6 @@ async fn config_maps_secrets_and_downward_api_reach_env_and_volumes() -> Result<
         { "name": "X", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "absent" } } }
     ]))?);
     pods.create(&PostParams::default(), &broken).await?;
-    let waiting = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|c| c[0].state.as_ref())
-            .and_then(|s| s.waiting.clone())
-    };
     let broken = wait_for(&pods, "broken", Duration::from_secs(60), |p| {
         p.and_then(waiting)
             .is_some_and(|w| w.reason.as_deref() == Some("CreateContainerConfigError"))
