@@ -839,6 +839,8 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
         ));
     }
 
+    validate_serve(c, ctx)?;
+
     let k = &c.kube;
     if k.context.as_deref() == Some("") {
         return Err(ctx.invalid("kube.context", "must not be empty (leave it unset instead)"));
@@ -931,6 +933,61 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
             ));
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Checks the `[serve]` table: a usable socket path, a TCP address that parses and comes
+/// with a token file, limits that make sense.
+fn validate_serve(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let s = &c.serve;
+    let socket_len = s.socket.as_os_str().len();
+    if socket_len == 0 {
+        return Err(ctx.invalid("serve.socket", "must not be empty"));
+    }
+    if socket_len > crate::model::MAX_SOCKET_PATH_BYTES {
+        return Err(ctx.invalid(
+            "serve.socket",
+            format!(
+                "is {socket_len} bytes long; a Unix socket path may have at most {}",
+                crate::model::MAX_SOCKET_PATH_BYTES
+            ),
+        ));
+    }
+    if let Some(listen) = &s.listen {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ctx.invalid(
+                "serve.listen",
+                format!("{listen:?} is not a TCP address of the form ip:port (e.g. 127.0.0.1:8600)"),
+            ));
+        }
+        if s.token_file.is_none() {
+            return Err(ctx.invalid(
+                "serve.listen",
+                "a TCP listener needs serve.token_file (the bearer token its clients must send)",
+            ));
+        }
+    }
+    for (key, path) in [
+        ("serve.token_file", &s.token_file),
+        ("serve.results_dir", &s.results_dir),
+    ] {
+        if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(ctx.invalid(key, "must not be empty (leave it unset instead)"));
+        }
+    }
+    if !(1..=crate::model::MAX_SERVE_CONCURRENCY).contains(&s.concurrency) {
+        return Err(ctx.invalid(
+            "serve.concurrency",
+            format!(
+                "must be between 1 and {}, found {}",
+                crate::model::MAX_SERVE_CONCURRENCY,
+                s.concurrency
+            ),
+        ));
+    }
+    if s.max_request_bytes == 0 {
+        return Err(ctx.invalid("serve.max_request_bytes", "must be greater than 0"));
     }
     Ok(())
 }

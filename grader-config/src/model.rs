@@ -94,6 +94,8 @@ pub struct GraderConfig {
     /// Settings of the Kubernetes backend (`[kube]` table); read but unused
     /// when `backend = "local"`.
     pub kube: KubeConfig,
+    /// Settings of `grader serve` and `grader submit` (`[serve]` table).
+    pub serve: ServeConfig,
 }
 
 impl Default for GraderConfig {
@@ -113,6 +115,7 @@ impl Default for GraderConfig {
             backend: Backend::default(),
             local: LocalConfig::default(),
             kube: KubeConfig::default(),
+            serve: ServeConfig::default(),
         }
     }
 }
@@ -279,6 +282,67 @@ impl Default for LocalConfig {
             warm_recycle_after: DEFAULT_WARM_RECYCLE_AFTER,
             warm_max_rss_growth_mib: DEFAULT_WARM_MAX_RSS_GROWTH_MIB,
             warm_start_timeout: DEFAULT_WARM_START_TIMEOUT,
+        }
+    }
+}
+
+/// Default for [`ServeConfig::socket`].
+pub const DEFAULT_SERVE_SOCKET: &str = "/run/grader/grader.sock";
+/// Default for [`ServeConfig::concurrency`].
+pub const DEFAULT_SERVE_CONCURRENCY: u32 = 4;
+/// Most jobs [`ServeConfig::concurrency`] may ask for (one warm worker each).
+pub const MAX_SERVE_CONCURRENCY: u32 = MAX_WARM_WORKERS;
+/// Default for [`ServeConfig::queue_limit`].
+pub const DEFAULT_SERVE_QUEUE_LIMIT: u32 = 100;
+/// Default for [`ServeConfig::max_request_bytes`] (8 MiB: a job with its gradebooks inline).
+pub const DEFAULT_SERVE_MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
+/// Default for [`ServeConfig::shutdown_grace`], in seconds.
+pub const DEFAULT_SERVE_SHUTDOWN_GRACE: u64 = 30;
+/// Default for [`ServeConfig::retain`], in seconds (one hour).
+pub const DEFAULT_SERVE_RETAIN: u64 = 3_600;
+/// Longest path a Unix socket may have (`sun_path` holds 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// Settings of the grading service (the `[serve]` table): where `grader serve` listens, how
+/// much it grades at once and how long it keeps outcomes; `grader submit` reads `socket` and
+/// `token_file` from it too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// The Unix socket the service listens on (created with mode 0660; a stale socket is
+    /// replaced, any other file there is refused).
+    pub socket: PathBuf,
+    /// A TCP address (`ip:port`) to listen on as well; unset: none. Needs `token_file`.
+    pub listen: Option<String>,
+    /// File holding the bearer token TCP clients must send (`Authorization: Bearer ...`).
+    pub token_file: Option<PathBuf>,
+    /// Jobs graded at the same time (and warm workers, when `local.warm_workers` is not set).
+    pub concurrency: u32,
+    /// Jobs that may wait for a free slot; more are refused with 429.
+    pub queue_limit: u32,
+    /// Largest request body in bytes; larger ones are refused with 413.
+    pub max_request_bytes: u64,
+    /// Seconds running jobs may take to finish after SIGTERM/SIGINT before they are cancelled.
+    pub shutdown_grace: u64,
+    /// Seconds a finished job's outcome stays available from the API.
+    pub retain: u64,
+    /// Directory where each finished job's outcome is also written (as `grader batch`
+    /// does); unset: outcomes stay in memory only.
+    pub results_dir: Option<PathBuf>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            socket: PathBuf::from(DEFAULT_SERVE_SOCKET),
+            listen: None,
+            token_file: None,
+            concurrency: DEFAULT_SERVE_CONCURRENCY,
+            queue_limit: DEFAULT_SERVE_QUEUE_LIMIT,
+            max_request_bytes: DEFAULT_SERVE_MAX_REQUEST_BYTES,
+            shutdown_grace: DEFAULT_SERVE_SHUTDOWN_GRACE,
+            retain: DEFAULT_SERVE_RETAIN,
+            results_dir: None,
         }
     }
 }

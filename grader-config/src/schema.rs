@@ -60,7 +60,7 @@ pub fn env_var_for(key: &str) -> String {
 }
 
 /// The typed tables (sections); every other key is a leaf in [`KEYS`].
-pub const SECTIONS: &[&str] = &["local", "kube", "kube.resources"];
+pub const SECTIONS: &[&str] = &["local", "kube", "kube.resources", "serve"];
 
 use KeyKind::{List, Scalar, Table, Text};
 
@@ -287,6 +287,60 @@ pub const KEYS: &[KeyInfo] = &[
         ty: "boolean",
         doc: "Apply the restricted Pod Security Standard (non-root, no privilege escalation, no capabilities, `RuntimeDefault` seccomp).",
         kind: Scalar,
+    },
+    KeyInfo {
+        key: "serve.socket",
+        ty: "path",
+        doc: "Unix socket `grader serve` listens on and `grader submit` talks to; created with mode 0660 (its directory is created if missing); a stale socket is replaced, any other file there is refused. At most 107 bytes.",
+        kind: Text,
+    },
+    KeyInfo {
+        key: "serve.listen",
+        ty: "string (`ip:port`), optional",
+        doc: "TCP address `grader serve` also listens on; unset: the Unix socket only. Needs `serve.token_file`.",
+        kind: Text,
+    },
+    KeyInfo {
+        key: "serve.token_file",
+        ty: "path, optional",
+        doc: "File holding the bearer token TCP clients must send (`Authorization: Bearer TOKEN`); required with `serve.listen`.",
+        kind: Text,
+    },
+    KeyInfo {
+        key: "serve.concurrency",
+        ty: "integer",
+        doc: "Jobs `grader serve` grades at the same time; also its warm workers when `local.warm_workers` is not set. 1 to 256.",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "serve.queue_limit",
+        ty: "integer",
+        doc: "Jobs that may wait for a free slot; further submissions are refused with 429.",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "serve.max_request_bytes",
+        ty: "integer (bytes)",
+        doc: "Largest request body; larger ones are refused with 413. Greater than 0.",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "serve.shutdown_grace",
+        ty: "integer (seconds)",
+        doc: "On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled.",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "serve.retain",
+        ty: "integer (seconds)",
+        doc: "How long a finished job's outcome stays available from the API.",
+        kind: Scalar,
+    },
+    KeyInfo {
+        key: "serve.results_dir",
+        ty: "path, optional",
+        doc: "Directory where each graded job's outcome is also written (`submission_{id}.json`, `feedback_{id}.json`, as `grader batch`); unset: memory only.",
+        kind: Text,
     },
 ];
 
