@@ -958,7 +958,9 @@ fn validate_serve(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
         if listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ctx.invalid(
                 "serve.listen",
-                format!("{listen:?} is not a TCP address of the form ip:port (e.g. 127.0.0.1:8600)"),
+                format!(
+                    "{listen:?} is not a TCP address of the form ip:port (e.g. 127.0.0.1:8600)"
+                ),
             ));
         }
         if s.token_file.is_none() {
