@@ -332,7 +332,7 @@ pub mod kube {
             namespace: k.namespace.clone(),
             context: k.context.clone(),
             image_config_path: k.image_config_path.clone(),
-            default_image_name: k.default_image_name.as_str().to_string(),
+            default_image_name: k.default_image_name.clone(),
             volume: k.volume.clone(),
             extra_volumes: k.extra_volumes.clone(),
             extra_volume_mounts: k.extra_volume_mounts.clone(),

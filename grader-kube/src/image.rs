@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use grader_model::ImageNameTemplate;
+
 use crate::error::KubeError;
 
 /// What the image config says for one lecture.
@@ -133,60 +135,16 @@ impl ImageConfig {
         lecture_code: &str,
         assignment_id: u64,
         assignment_name: &str,
-        default_template: &str,
+        default_template: &ImageNameTemplate,
     ) -> String {
         match self.lectures.get(lecture_code) {
             Some(LectureImage::Image(image)) => image.clone(),
             Some(LectureImage::PerAssignment(images)) if images.contains_key(assignment_name) => {
                 images[assignment_name].clone()
             }
-            _ => render_template(
-                default_template,
-                lecture_code,
-                &assignment_id.to_string(),
-                assignment_name,
-            ),
+            _ => default_template.render(lecture_code, &assignment_id.to_string(), assignment_name),
         }
     }
-}
-
-/// Fills `{lecture}`, `{assignment_id}` and `{assignment_name}` into `template`; `{{` and `}}`
-/// are literal braces, any other `{...}` is kept as written.
-pub fn render_template(
-    template: &str,
-    lecture: &str,
-    assignment_id: &str,
-    assignment_name: &str,
-) -> String {
-    let mut out = String::with_capacity(template.len() + lecture.len());
-    let mut rest = template;
-    while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(after) = tail.strip_prefix("{{") {
-            out.push('{');
-            rest = after;
-        } else if let Some(after) = tail.strip_prefix("}}") {
-            out.push('}');
-            rest = after;
-        } else if let Some((value, len)) = [
-            ("{lecture}", lecture),
-            ("{assignment_id}", assignment_id),
-            ("{assignment_name}", assignment_name),
-        ]
-        .iter()
-        .find(|(p, _)| tail.starts_with(p))
-        .map(|(p, v)| (*v, p.len()))
-        {
-            out.push_str(value);
-            rest = &tail[len..];
-        } else {
-            out.push_str(&tail[..1]);
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 fn key_text(key: &serde_yaml::Value) -> Option<String> {
@@ -214,6 +172,10 @@ fn kind(value: &serde_yaml::Value) -> &'static str {
 mod tests {
     use super::*;
 
+    fn tpl(template: &str) -> ImageNameTemplate {
+        ImageNameTemplate::parse(template).unwrap()
+    }
+
     fn parse(text: &str, name: &str) -> Result<ImageConfig, KubeError> {
         ImageConfig::parse(text, Path::new(name))
     }
@@ -225,7 +187,7 @@ mod tests {
             "images.yaml",
         )
         .unwrap();
-        let t = "{lecture}_image";
+        let t = &tpl("{lecture}_image");
         assert_eq!(c.resolve("cs101", 1, "anything", t), "reg/cs101:1");
         assert_eq!(c.resolve("ml", 7, "A2", t), "reg/ml-a2");
         assert_eq!(c.resolve("ml", 7, "A3", t), "ml_image");
@@ -236,7 +198,7 @@ mod tests {
     #[test]
     fn json_files_parse_as_json() {
         let c = parse(r#"{"cs101": {"A1": "reg/a1"}}"#, "images.JSON").unwrap();
-        assert_eq!(c.resolve("cs101", 3, "A1", "x"), "reg/a1");
+        assert_eq!(c.resolve("cs101", 3, "A1", &tpl("x")), "reg/a1");
         let e = parse("cs101: x", "images.json").unwrap_err().to_string();
         assert!(
             e.contains("images.json") && e.contains("invalid JSON"),
@@ -268,12 +230,17 @@ mod tests {
         assert_eq!(
             parse("", "i.yaml")
                 .unwrap()
-                .resolve("a", 1, "n", "{lecture}"),
+                .resolve("a", 1, "n", &tpl("{lecture}")),
             "a"
         );
         let c = ImageConfig::load(None).unwrap();
         assert_eq!(
-            c.resolve("cs", 4, "A 1", "img-{assignment_id}-{assignment_name}"),
+            c.resolve(
+                "cs",
+                4,
+                "A 1",
+                &tpl("img-{assignment_id}-{assignment_name}")
+            ),
             "img-4-A 1"
         );
     }
@@ -299,28 +266,6 @@ mod tests {
         assert_eq!(
             c.lecture("cs101"),
             Some(&LectureImage::Image("reg/cs".into()))
-        );
-    }
-
-    #[test]
-    fn template_rendering() {
-        assert_eq!(
-            render_template("{lecture}_image", "cs", "1", "a"),
-            "cs_image"
-        );
-        assert_eq!(
-            render_template("{{lecture}}-{lecture}", "cs", "1", "a"),
-            "{lecture}-cs"
-        );
-        assert_eq!(render_template("x{other}y}", "cs", "1", "a"), "x{other}y}");
-        assert_eq!(
-            render_template(
-                "r/{lecture}:{assignment_id}-{assignment_name}",
-                "c",
-                "9",
-                "n"
-            ),
-            "r/c:9-n"
         );
     }
 }

@@ -31,7 +31,7 @@ pub use client::{SERVICE_ACCOUNT_NAMESPACE_FILE, connect, read_namespace_file, r
 pub use error::{ApiError, KubeError};
 pub use gc::collect_garbage;
 pub use grader_pod::{GraderPod, PodOutcome, PodState, WaitError, WaitTiming, classify};
-pub use image::{ImageConfig, LectureImage, render_template};
+pub use image::{ImageConfig, LectureImage};
 pub use pod::{GRADER_SELECTOR, build_pod, job_pod_name, label_value};
 pub use settings::{KubeSettings, Resources};
 pub use watcher::{PodWatcher, Seen, Subscription};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use grader_model::ImageNameTemplate;
 use serde_json::{Value, json};
 
 /// Settings of the Kubernetes backend: the keys of the `[kube]` table plus the two top-level
@@ -20,9 +21,8 @@ pub struct KubeSettings {
     pub context: Option<String>,
     /// JSON or YAML file mapping lecture codes to images (see [`crate::ImageConfig`]).
     pub image_config_path: Option<PathBuf>,
-    /// Image of lectures the image config does not name; placeholders `{lecture}`,
-    /// `{assignment_id}`, `{assignment_name}` (`{{`/`}}` for literal braces).
-    pub default_image_name: String,
+    /// Image of lectures the image config does not name (a checked template).
+    pub default_image_name: ImageNameTemplate,
     /// The Volume (API JSON) holding the service directory; its `name` is used by the input
     /// and output mounts.
     pub volume: Value,
@@ -94,8 +94,6 @@ impl Default for Resources {
 pub const DEFAULT_VOLUME_NAME: &str = "data";
 /// Claim of the default data volume.
 pub const DEFAULT_VOLUME_CLAIM: &str = "grader-data";
-/// Default image template: one image per lecture.
-pub const DEFAULT_IMAGE_NAME: &str = "{lecture}_image";
 
 impl Default for KubeSettings {
     fn default() -> Self {
@@ -103,7 +101,7 @@ impl Default for KubeSettings {
             namespace: None,
             context: None,
             image_config_path: None,
-            default_image_name: DEFAULT_IMAGE_NAME.to_owned(),
+            default_image_name: ImageNameTemplate::default(),
             volume: json!({
                 "name": DEFAULT_VOLUME_NAME,
                 "persistentVolumeClaim": {"claimName": DEFAULT_VOLUME_CLAIM},

@@ -161,7 +161,10 @@ fn the_example_configs_pod_is_restricted() {
     };
     let settings = KubeSettings {
         namespace: kube["namespace"].as_str().map(str::to_owned),
-        default_image_name: kube["default_image_name"].as_str().unwrap().to_owned(),
+        default_image_name: grader_model::ImageNameTemplate::parse(
+            kube["default_image_name"].as_str().unwrap(),
+        )
+        .unwrap(),
         volume: json(&kube["volume"]),
         labels: strings(&kube["labels"]),
         image_pull_policy: kube["image_pull_policy"].as_str().unwrap().to_owned(),
@@ -175,7 +178,7 @@ fn the_example_configs_pod_is_restricted() {
         extra_container_config: json(&kube["extra_container_config"]),
         ..KubeSettings::default()
     };
-    let image = grader_kube::render_template(&settings.default_image_name, "cs101", "7", "A1");
+    let image = settings.default_image_name.render("cs101", "7", "A1");
     assert_eq!(image, "registry.example.org/grading/cs101:latest");
     let (pod, warnings) = build_pod(&settings, &task(), &image).unwrap();
     assert!(warnings.is_empty());

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod fnmatch;
 pub mod gradebook;
 pub mod gradebook_check;
+pub mod image_name;
 pub mod k8s;
 pub mod pod;
 pub mod pod_name;
@@ -18,6 +19,7 @@ pub use domain::{
 };
 pub use gradebook::{Gradebook, GradebookError, whitelist_patterns};
 pub use gradebook_check::Tampered;
+pub use image_name::{ImageNameTemplate, TemplateError};
 pub use k8s::{
     Changes, Field, FieldKind, K8sModel, ModelError, Override, get_k8s_model, update_k8s_model,
 };
