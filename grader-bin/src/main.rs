@@ -35,10 +35,16 @@ impl<E: Into<anyhow::Error>> From<E> for Usage {
 }
 
 fn main() -> ExitCode {
+    // First thing: student code run by the grading tool must not read grader's environment,
+    // memory or descriptors through /proc (issue 12).
+    let hardened = grader_local::harden_process();
     let cli = Cli::parse();
     if let Err(e) = cli::init_logging(&cli) {
         eprintln!("grader: {e:#}");
         return ExitCode::from(2);
+    }
+    if let Err(e) = hardened {
+        tracing::warn!("could not make grader non-dumpable: {e}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

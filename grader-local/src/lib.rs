@@ -11,6 +11,7 @@ pub mod lock;
 pub mod logs;
 pub mod paths;
 pub mod process_tree;
+mod reaper;
 pub mod warm;
 pub mod whitelist;
 
@@ -18,4 +19,5 @@ pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, Jo
 pub use executor::{CellTimeouts, Executor, ExecutorConfig, Job, JobError, Outcome, Status};
 pub use git::{Git, ProcessGit};
 pub use local::LocalBackend;
+pub use reaper::harden_process;
 pub use warm::{PoolSettings, WarmBackend, WarmError, WarmPool};

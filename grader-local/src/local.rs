@@ -1,16 +1,19 @@
-//! The local backend: the grading tool as a child process of `grader`.
+//! The local backend: the grading tool as a process below `grader` (and a reaper of its job).
 
-use std::process::Stdio;
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask};
 use crate::logs::LogBuffer;
-use crate::process_tree;
+use crate::reaper::{self, Reaper, Spawned, ToolCommand, harden_process};
 
 /// Environment variables passed through to the grading tool; everything else of `grader`'s
 /// environment (credentials, kubeconfig, configuration) stays out of reach of student code.
@@ -40,7 +43,9 @@ pub fn passed_env() -> impl Iterator<Item = (&'static str, std::ffi::OsString)> 
 }
 
 /// Runs `{convert_executable} autograde -i IN -o OUT -p *.ipynb --ExecutePreprocessor.timeout=N`
-/// (or `generate_feedback ...`) with `ASSIGNMENT_SETTINGS` set, as its own process group.
+/// (or `generate_feedback ...`) with `ASSIGNMENT_SETTINGS` set, as its own process group, below
+/// a reaper of its own: whatever the job starts, daemons included, ends with the job, and the
+/// tool dies with `grader`.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     executable: String,
@@ -49,14 +54,32 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     /// A backend running `executable` (name in `PATH` or a path), keeping up to `log_cap` bytes
-    /// of its output.
+    /// of its output. Makes the calling process non-dumpable ([`harden_process`]), so that the
+    /// tool's code cannot read its environment through `/proc`.
     pub fn new(executable: impl Into<String>, log_cap: usize) -> Self {
+        if let Err(e) = harden_process() {
+            tracing::warn!("could not make grader non-dumpable: {e}");
+        }
         LocalBackend {
             executable: executable.into(),
             log_cap,
         }
     }
+
+    fn start_failure(&self, e: std::io::Error) -> BackendFailure {
+        BackendFailure::new(if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "grading tool {:?} was not found (convert_executable)",
+                self.executable
+            )
+        } else {
+            format!("could not start grading tool {:?}: {e}", self.executable)
+        })
+    }
 }
+
+/// How long output still in the pipes is read once every process of the job is dead.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, logs: Arc<Mutex<LogBuffer>>) {
     let mut chunk = vec![0u8; 16 * 1024];
@@ -86,95 +109,105 @@ impl GradingBackend for LocalBackend {
         let input = task.input_dir.to_string_lossy();
         let output = task.output_dir.to_string_lossy();
         let args = task.tool_args(&input, &output, false);
-        let mut cmd = Command::new(&self.executable);
-        cmd.args(&args)
-            .env_clear()
-            .envs(passed_env())
-            .env("ASSIGNMENT_SETTINGS", task.settings_json())
-            .current_dir(&task.input_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        tracing::info!(executable = %self.executable, ?args, "starting grading tool");
-        let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
-            BackendFailure::new(if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "grading tool {:?} was not found (convert_executable)",
-                    self.executable
-                )
-            } else {
-                format!("could not start grading tool {:?}: {e}", self.executable)
-            })
-        })?;
-        let pid = child.id();
-        let logs = Arc::new(Mutex::new(LogBuffer::new(self.log_cap)));
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|p| tokio::spawn(drain(p, logs.clone()))),
-            child
-                .stderr
-                .take()
-                .map(|p| tokio::spawn(drain(p, logs.clone()))),
-        ];
-
-        let ended = tokio::select! {
-            status = child.wait() => Ok(status),
-            _ = tokio::time::sleep(task.max_grading_time) => Err(format!(
+        let cmd = ToolCommand {
+            program: PathBuf::from(&self.executable),
+            args: args.clone(),
+            env: passed_env()
+                .map(|(k, v)| (OsString::from(k), v))
+                .chain([(
+                    OsString::from("ASSIGNMENT_SETTINGS"),
+                    OsString::from(task.settings_json()),
+                )])
+                .collect(),
+            cwd: task.input_dir.clone(),
+        };
+        let deadline = Instant::now() + task.max_grading_time;
+        let over_time = || {
+            format!(
                 "grading exceeded max_grading_time of {}s and was killed",
                 task.max_grading_time.as_secs()
-            )),
-            _ = cancel.cancelled() => Err("grading was cancelled".to_string()),
+            )
         };
-        let status = match ended {
-            Ok(status) => status,
-            Err(reason) => {
-                // The child is not reaped yet, so its pid still names it and its tree.
-                if let Some(pid) = pid {
-                    process_tree::kill_tree(pid);
-                }
-                let _ = child.wait().await;
-                for r in readers.into_iter().flatten() {
-                    let _ = r.await;
-                }
-                return Err(BackendFailure {
-                    reason,
-                    logs: take(&logs),
-                });
+        tracing::info!(executable = %self.executable, ?args, "starting grading tool");
+        let logs = Arc::new(Mutex::new(LogBuffer::new(self.log_cap)));
+        let (mut reaper, readers) = tokio::select! {
+            started = start_retrying_busy(&cmd, &logs) => {
+                started.map_err(|e| self.start_failure(e))?
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(BackendFailure::new(over_time()));
+            }
+            _ = cancel.cancelled() => {
+                return Err(BackendFailure::new("grading was cancelled"));
             }
         };
-        for r in readers.into_iter().flatten() {
-            let _ = r.await;
+
+        // The job ends when the tool ends (or time is up), not when its pipes close: a daemon
+        // may hold them open.
+        let ended = tokio::select! {
+            status = reaper.exited() => Ok(status),
+            _ = tokio::time::sleep_until(deadline) => Err(over_time()),
+            _ = cancel.cancelled() => Err("grading was cancelled".to_string()),
+        };
+        reaper.end().await;
+        // Every writer of the pipes is dead now; what they wrote is still read, briefly.
+        for r in readers {
+            let abort = r.abort_handle();
+            if tokio::time::timeout(DRAIN_GRACE, r).await.is_err() {
+                abort.abort();
+            }
         }
         let logs = take(&logs);
-        match status {
-            Ok(s) if s.success() => Ok(BackendOutput { logs }),
-            Ok(s) => Err(BackendFailure {
+        match ended {
+            Ok(Ok(s)) if s.success() => Ok(BackendOutput { logs }),
+            Ok(Ok(s)) => Err(BackendFailure {
                 reason: format!("grading tool {:?} failed: {s}", self.executable),
                 logs,
             }),
-            Err(e) => Err(BackendFailure {
+            Ok(Err(e)) => Err(BackendFailure {
                 reason: format!("could not wait for grading tool: {e}"),
                 logs,
             }),
+            Err(reason) => Err(BackendFailure { reason, logs }),
         }
     }
 }
 
-/// Spawns `cmd`, retrying a few times while the executable is "text file busy" (ETXTBSY): a
-/// tool that was just written, or whose write handle another thread's fork briefly holds.
-async fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
+/// Starts the tool below a reaper, reading its output into `logs`, and waits until it was
+/// executed; retries a few times while the executable is "text file busy" (ETXTBSY): a tool
+/// that was just written, or whose write handle another thread's fork briefly holds.
+async fn start_retrying_busy(
+    cmd: &ToolCommand,
+    logs: &Arc<Mutex<LogBuffer>>,
+) -> std::io::Result<(Reaper, [JoinHandle<()>; 2])> {
     let mut attempt = 0;
     loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempt < 5 => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+        let Spawned {
+            mut reaper,
+            stdout,
+            stderr,
+        } = reaper::spawn(cmd)?;
+        let readers = [
+            tokio::spawn(drain(stdout, logs.clone())),
+            tokio::spawn(drain(stderr, logs.clone())),
+        ];
+        match reaper.started().await {
+            Ok(tool) => {
+                tracing::debug!(tool, reaper = reaper.pid(), "grading tool started");
+                return Ok((reaper, readers));
             }
-            result => return result,
+            Err(e) => {
+                reaper.end().await;
+                for r in readers {
+                    r.abort();
+                }
+                if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempt < 5 {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                } else {
+                    return Err(e);
+                }
+            }
         }
     }
 }
