@@ -55,6 +55,12 @@ pub enum Command {
     Gc(GcArgs),
     /// Print the effective configuration and the layer each key came from.
     Config,
+    /// Run the grading service: an HTTP API on a Unix socket (and optionally TCP) that keeps
+    /// its warm workers and Kubernetes watch between jobs.
+    Serve(ServeArgs),
+    /// Send a job to a running `grader serve`; with --wait, print its outcome as `grader
+    /// autograde` does.
+    Submit(SubmitArgs),
 }
 
 /// Flags shared by the commands that grade.
@@ -133,6 +139,37 @@ pub enum Progress {
     Bar,
     Lines,
     None,
+}
+
+/// `grader serve` (its settings are the `[serve]` keys).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// `grader submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The job file (JSON); its gradebook files are sent inline.
+    #[arg(long, value_name = "JOB.json")]
+    pub job: PathBuf,
+    /// Generate feedback instead of autograding.
+    #[arg(long)]
+    pub feedback: bool,
+    /// Wait for the outcome and print it (exit codes as `grader autograde`); without it, print
+    /// the job id.
+    #[arg(long)]
+    pub wait: bool,
+    /// The service's Unix socket (default: serve.socket).
+    #[arg(long, value_name = "PATH", conflicts_with = "url")]
+    pub socket: Option<PathBuf>,
+    /// The service's TCP address, e.g. http://127.0.0.1:8600.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// File with the bearer token (default with --url: serve.token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `grader pod`.

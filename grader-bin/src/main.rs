@@ -5,6 +5,7 @@
 
 mod batch;
 mod cli;
+mod serve;
 mod wiring;
 
 use std::process::ExitCode;
@@ -87,5 +88,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         Command::Batch(args) => batch::run(&cli, args).await,
         Command::Pod(args) => wiring::print_pod(&cli, args).await,
         Command::Gc(args) => wiring::gc(&cli, args).await,
+        Command::Serve(args) => serve::serve(&cli, args).await,
+        Command::Submit(args) => serve::client::run(&cli, args).await,
     }
 }
