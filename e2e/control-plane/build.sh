@@ -8,12 +8,30 @@
 #   ${GRADER_CACHE:-$HOME/.cache/grader}/control-plane/{kube-apiserver-vX,etcd-vY}
 # Prints the paths as GRADER_KUBE_APISERVER=... and GRADER_ETCD=... lines.
 # kube-testkit (e2e/kube-testkit) finds them there by the same versions.
+#
+# With --node it also builds the binaries of the real node (kubelet, kube-scheduler,
+# kube-controller-manager) from the same k8s.io/kubernetes release, module ./kube-node,
+# cached as {kubelet,kube-scheduler,kube-controller-manager}-vX, and prints
+# GRADER_KUBELET=..., GRADER_KUBE_SCHEDULER=..., GRADER_KUBE_CONTROLLER_MANAGER=... lines;
+# and the node's sandbox image (module ./pause, packed as an OCI archive by
+# deploy/image/oci-pack.py), cached as pause-P.oci.tar, printed as GRADER_PAUSE_IMAGE=<ref>
+# and GRADER_PAUSE_IMAGE_ARCHIVE=<path>.
 set -euo pipefail
+
+with_node=0
+for arg in "$@"; do
+    case "$arg" in
+        --node) with_node=1 ;;
+        *) echo "build.sh: unknown argument '$arg' (expected --node)" >&2; exit 2 ;;
+    esac
+done
 
 KUBE_VERSION=v1.34.4
 # Debian bookworm's etcd-server; kube-apiserver v1.34 accepts it (it only turns off
 # RequestWatchProgress, which etcd < 3.4.31 lacks).
 ETCD_VERSION=v3.4.23
+# The node's sandbox image (module ./pause); bump when pause/main.go changes.
+PAUSE_VERSION=1
 # The fallback, built from source: the etcd release Kubernetes v1.34 is tested with.
 ETCD_SOURCE_VERSION=v3.6.4
 
@@ -51,14 +69,34 @@ go_build() {
 
 mkdir -p "$cache"
 
+v="${KUBE_VERSION#v}"
+kube_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
+    -X k8s.io/component-base/version.gitMajor=${v%%.*} \
+    -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$v") \
+    -X k8s.io/component-base/version.gitTreeState=clean"
+
 if [[ ! -x "$apiserver" ]]; then
     need_go kube-apiserver
-    v="${KUBE_VERSION#v}"
-    go_build "$here/kube-apiserver" "$apiserver" \
-        "-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
-         -X k8s.io/component-base/version.gitMajor=${v%%.*} \
-         -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$v") \
-         -X k8s.io/component-base/version.gitTreeState=clean"
+    go_build "$here/kube-apiserver" "$apiserver" "$kube_ldflags"
+fi
+
+node_binaries=(kubelet kube-scheduler kube-controller-manager)
+if [[ $with_node == 1 ]]; then
+    for name in "${node_binaries[@]}"; do
+        if [[ ! -x "$cache/$name-$KUBE_VERSION" ]]; then
+            need_go "$name"
+            go_build "$here/kube-node/$name" "$cache/$name-$KUBE_VERSION" "$kube_ldflags"
+        fi
+    done
+    pause_archive="$cache/pause-$PAUSE_VERSION.oci.tar"
+    if [[ ! -f "$pause_archive" ]]; then
+        need_go pause
+        pause_root="$(mktemp -d "$cache/pause-root-XXXXXX")"
+        go_build "$here/pause" "$pause_root/pause" ""
+        python3 "$here/../../deploy/image/oci-pack.py" "$pause_root" \
+            "grader.invalid/pause:$PAUSE_VERSION" "$pause_archive" --cmd /pause --user 65535:65535 >/dev/null
+        rm -rf "$pause_root"
+    fi
 fi
 
 debian_etcd_version() {
@@ -95,3 +133,10 @@ fi
 
 echo "GRADER_KUBE_APISERVER=$apiserver"
 echo "GRADER_ETCD=$etcd"
+if [[ $with_node == 1 ]]; then
+    echo "GRADER_KUBELET=$cache/kubelet-$KUBE_VERSION"
+    echo "GRADER_KUBE_SCHEDULER=$cache/kube-scheduler-$KUBE_VERSION"
+    echo "GRADER_KUBE_CONTROLLER_MANAGER=$cache/kube-controller-manager-$KUBE_VERSION"
+    echo "GRADER_PAUSE_IMAGE=grader.invalid/pause:$PAUSE_VERSION"
+    echo "GRADER_PAUSE_IMAGE_ARCHIVE=$pause_archive"
+fi

@@ -38,6 +38,8 @@
 //! * `certs` — the throw-away PKI (CA, serving and client certificates, service-account key).
 //! * `control_plane` — [`ControlPlane`]: a real etcd + kube-apiserver on loopback.
 //! * `node_agent` — [`NodeAgent`] and [`NodeAgentConfig`]: the stand-in kubelet and scheduler.
+//! * `real_node` — [`RealNode`]: a real kubelet with containerd and runc, plus
+//!   kube-scheduler and kube-controller-manager, for tests that need real containers.
 //! * `spawn` — child processes that never outlive the test process; stale-directory reaping.
 //!
 //! # Example
@@ -57,6 +59,7 @@ mod binaries;
 mod certs;
 mod control_plane;
 mod node_agent;
+mod real_node;
 mod spawn;
 
 pub use binaries::{
@@ -64,3 +67,6 @@ pub use binaries::{
 };
 pub use control_plane::ControlPlane;
 pub use node_agent::{NodeAgent, NodeAgentConfig};
+pub use real_node::{
+    NodeBinaries, PAUSE_VERSION, RealNode, RealNodeConfig, locate_node_binaries,
+};

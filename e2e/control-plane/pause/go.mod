@@ -1,0 +1,3 @@
+module grader.invalid/e2e/control-plane/pause
+
+go 1.24.0
