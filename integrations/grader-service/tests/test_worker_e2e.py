@@ -1,0 +1,193 @@
+"""The real `grader-worker` of Grader Service 0.12.5, on a real PostgreSQL and RabbitMQ, with
+`grader_executor` configured, against the same worker with its default
+`LocalAutogradeExecutor`, side by side: every case is seeded identically in both deployments,
+enqueued as the REST handlers enqueue it, and the database rows are compared.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import grader_executor_lines, runs_of
+
+pytestmark = pytest.mark.e2e
+
+ABSENT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _both(deployments, username, **kw):
+    ids = [d.add_submission(username, **kw) for d in deployments]
+    assert ids[0] == ids[1], "both deployments must get the same submission ids"
+    return ids[0]
+
+
+@pytest.fixture(scope="module")
+def cases(deployments):
+    """Every case, enqueued once in both deployments and waited for."""
+    ref, ours = deployments
+    ids = {
+        "graded": _both(deployments, "alice"),
+        "scaled": _both(deployments, "bob", score_scaling=0.5),
+        "edited": _both(deployments, "carol", edited=True),
+        "manual": _both(deployments, "dave", manual_grades={
+            "test_load_rows": {"manual_score": 1.0},
+            "test_most_expensive": {"manual_score": 0.5, "extra_credit": 0.25}}),
+        "failing": _both(deployments, "bob", commit_hash=ABSENT_COMMIT),
+        "full_auto": _both(deployments, "carol"),
+    }
+    for d in deployments:
+        d.make_edit_repo(ids["edited"], "carol")
+        d.enqueue(
+            {"kind": "autograde", "sub_id": ids["graded"]},
+            {"kind": "autograde", "sub_id": ids["scaled"]},
+            {"kind": "autograde", "sub_id": ids["edited"]},
+            {"kind": "autograde", "sub_id": ids["manual"]},
+            {"kind": "autograde", "sub_id": ids["failing"]},
+            {"kind": "full_auto", "sub_id": ids["full_auto"]},
+            # Feedback after autograde (GenerateFeedbackHandler's chain), queued behind it.
+            {"kind": "feedback", "sub_id": ids["graded"]},
+        )
+    rows = {}
+    for name, sub_id in ids.items():
+        feedback = name in ("full_auto", "graded")
+        rows[name] = (ref.wait(sub_id, feedback=feedback), ours.wait(sub_id, feedback=feedback))
+    return ids, rows
+
+
+def _same_rows(ref_row, our_row):
+    for key in ("auto_status", "manual_status", "feedback_status", "score", "grading_score",
+                "properties"):
+        assert our_row[key] == ref_row[key], f"{key}: grader {our_row[key]!r} != reference {ref_row[key]!r}"
+    for row in (ref_row, our_row):
+        assert row["logs"], "logs are written"
+        assert "\x00" not in row["logs"]
+
+
+def test_a_graded_submission_gets_the_same_rows_as_the_reference(cases, deployments):
+    ids, rows = cases
+    ref_row, our_row = rows["graded"]
+    assert our_row["auto_status"] == "AUTOMATICALLY_GRADED"
+    assert our_row["score"] == 6.0 and our_row["grading_score"] == 6.0
+    _same_rows(ref_row, our_row)
+    assert runs_of(deployments[1].runs_log, ids["graded"]) == 1
+
+
+def test_score_is_scaling_times_the_total_like_the_reference(cases):
+    _, rows = cases
+    ref_row, our_row = rows["scaled"]
+    assert our_row["grading_score"] == 2.5 and our_row["score"] == 1.25
+    _same_rows(ref_row, our_row)
+
+
+def test_an_edited_submission_is_graded_from_the_edit_repository(cases):
+    _, rows = cases
+    ref_row, our_row = rows["edited"]
+    # carol's own answer scores 4.25; the edited copy (the later commit) 6.0.
+    assert our_row["auto_status"] == "AUTOMATICALLY_GRADED" and our_row["score"] == 6.0
+    _same_rows(ref_row, our_row)
+
+
+def test_a_manually_graded_submission_keeps_its_manual_grades(cases):
+    _, rows = cases
+    ref_row, our_row = rows["manual"]
+    assert our_row["auto_status"] == "AUTOMATICALLY_GRADED"
+    assert our_row["manual_status"] == "MANUALLY_GRADED"
+    grades = json.loads(our_row["properties"])["notebooks"]["hw1"]["grades_dict"]
+    assert grades["test_load_rows"]["manual_score"] == 1.0
+    assert grades["test_most_expensive"]["extra_credit"] == 0.25
+    _same_rows(ref_row, our_row)
+
+
+def test_a_failing_submission_is_grading_failed_with_logs(cases):
+    _, rows = cases
+    ref_row, our_row = rows["failing"]
+    assert ref_row["auto_status"] == our_row["auto_status"] == "GRADING_FAILED"
+    assert our_row["score"] == ref_row["score"]
+    assert our_row["properties"] == ref_row["properties"], "properties untouched on failure"
+    assert ABSENT_COMMIT in our_row["logs"], our_row["logs"]
+
+
+def _feedback_files(d, username, commit):
+    repo = d.service_dir / "git/cs101/1/feedback/user" / username
+    out = subprocess.run(["git", "ls-tree", "-r", "--name-only", f"feedback_{commit}"],
+                         cwd=repo, capture_output=True, text=True, check=True)
+    return sorted(out.stdout.split())
+
+
+def test_feedback_after_autograde_runs_through_grader_and_matches(cases, deployments):
+    ids, rows = cases
+    ref_row, our_row = rows["graded"]
+    assert ref_row["feedback_status"] == our_row["feedback_status"] == "GENERATED"
+    ref, ours = deployments
+    commit = ours.expected["alice"]["commit_hash"]
+    assert _feedback_files(ours, "alice", commit) == _feedback_files(ref, "alice", commit) == [
+        "hw1.html"]
+    assert runs_of(ours.runs_log, ids["graded"], "feedback") >= 1
+    assert "GraderFeedbackExecutor" in ours.worker_log() or "feedback" in ours.runs_log.read_text()
+
+
+def test_the_full_auto_chain_continues_to_feedback(cases, deployments):
+    ids, rows = cases
+    ref_row, our_row = rows["full_auto"]
+    assert our_row["auto_status"] == "AUTOMATICALLY_GRADED" and our_row["score"] == 4.25
+    assert ref_row["feedback_status"] == our_row["feedback_status"] == "GENERATED"
+    _same_rows(ref_row, our_row)
+    runs = [line.split() for line in deployments[1].runs_log.read_text().splitlines()]
+    seq = ["feedback" if ("feedback" in w or "--feedback" in w) else "autograde"
+           for w in runs if w and w[0] == str(ids["full_auto"])]
+    assert seq == ["autograde", "feedback"], seq
+
+
+def test_a_broker_restart_mid_run_loses_no_job_and_grades_none_twice(cases, deployments,
+                                                                     servers):
+    _, rabbit = servers
+    ref, ours = deployments
+    subs = [ours.add_submission(name) for name in ("alice", "bob", "carol")]
+    ours.enqueue(*({"kind": "autograde", "sub_id": s} for s in subs))
+    # Wait until the first job is being graded, then restart the broker under the worker.
+    deadline = time.monotonic() + 60
+    while runs_of(ours.runs_log, subs[0]) == 0:
+        assert time.monotonic() < deadline, "the first job never started"
+        time.sleep(0.1)
+    rabbit.restart()
+    scores = {}
+    for s, name in zip(subs, ("alice", "bob", "carol")):
+        row = ours.wait(s, timeout=300)
+        assert row["auto_status"] == "AUTOMATICALLY_GRADED", (name, row["logs"][-2000:])
+        scores[name] = row["score"]
+    assert scores == {"alice": 6.0, "bob": 2.5, "carol": 4.25}
+    time.sleep(3)  # a redelivered duplicate would start by now
+    for s in subs:
+        assert runs_of(ours.runs_log, s) == 1, ours.runs_log.read_text()
+
+
+def test_grader_serve_down_fails_clearly_or_falls_back_to_the_binary(cases, deployments):
+    ref, ours = deployments
+    socket = str(ours.dir / "no-serve-here.sock")
+    try:
+        ours.restart_worker(grader_executor_lines(ours.binary, f"""
+c.GraderExecutor.endpoint = {socket!r}
+c.GraderExecutor.fallback_to_binary = False
+"""))
+        failed = ours.add_submission("alice")
+        ours.enqueue({"kind": "autograde", "sub_id": failed})
+        row = ours.wait(failed)
+        assert row["auto_status"] == "GRADING_FAILED"
+        assert f"grader serve is not running: {socket} is not a socket" in row["logs"]
+        assert runs_of(ours.runs_log, failed) == 0
+
+        ours.restart_worker(grader_executor_lines(ours.binary, f"""
+c.GraderExecutor.endpoint = {socket!r}
+"""))
+        fell_back = ours.add_submission("bob")
+        ours.enqueue({"kind": "autograde", "sub_id": fell_back})
+        row = ours.wait(fell_back)
+        assert row["auto_status"] == "AUTOMATICALLY_GRADED" and row["score"] == 2.5
+        assert row["logs"].startswith(f"grader serve is not running: {socket}")
+        assert "graded with the grader binary instead" in row["logs"]
+    finally:
+        ours.restart_worker(grader_executor_lines(ours.binary))
