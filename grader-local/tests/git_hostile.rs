@@ -487,6 +487,19 @@ async fn committing_results_never_runs_what_the_repository_holds() {
             ]
         );
     }
+    // Feedback reads the results back by branch name, as committed (the symlink skipped).
+    let back = dir.path().join("back");
+    let stats = git.export(&repo, "submission_abcd", &back).await.unwrap();
+    assert_eq!(stats.skipped, vec!["link".to_string()]);
+    assert_eq!(
+        files_under(&back),
+        vec![
+            ("a.txt".into(), b"results\r\n".to_vec()),
+            ("run.sh".into(), b"#!/bin/sh\ntrue\n".to_vec()),
+            ("sub/b.ipynb".into(), b"{}".to_vec()),
+        ]
+    );
+    assert!(!marker.exists());
     // No files: an empty tree, still committed.
     let commit = git
         .commit_files(&work, &[], &repo, "feedback_abcd", "abcd")
