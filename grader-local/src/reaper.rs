@@ -442,6 +442,30 @@ unsafe fn close_range(first: libc::c_uint, last: libc::c_uint) {
     }
 }
 
+/// Sets every signal, the real-time ones glibc reserves for itself included (they may be
+/// ignored, inherited through `execve`), to its default action.
+unsafe fn reset_signal_dispositions() {
+    // The kernel's `struct sigaction`: handler, flags, then restorer and mask, or the mask
+    // alone, depending on the architecture; all zero is SIG_DFL, no flags, empty mask in
+    // either layout.
+    let default = [0usize; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads the zeroed struct above; the old action is not asked
+            // for; invalid signal numbers fail harmlessly.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<usize>(),
+                    8usize,
+                )
+            };
+        }
+    }
+}
+
 /// The reaper: never returns.
 unsafe fn reaper_main(plan: &Plan) -> ! {
     // SAFETY (whole function): system calls on descriptors and data of `plan`, which this
@@ -450,12 +474,7 @@ unsafe fn reaper_main(plan: &Plan) -> ! {
         // Out of grader's process group, so a Ctrl-C at the terminal reaches grader (which
         // cancels the job) but not the reaper.
         libc::setpgid(0, 0);
-        // 1 to 64: every standard and real-time signal on Linux (invalid ones fail harmlessly).
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
+        reset_signal_dispositions();
         // A write to grader after grader died fails with EPIPE instead of killing the reaper.
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         libc::sigprocmask(libc::SIG_SETMASK, &plan.watched, std::ptr::null_mut());

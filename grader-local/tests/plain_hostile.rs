@@ -297,6 +297,35 @@ echo "grader=$grader""#,
     );
 }
 
+#[tokio::test]
+async fn the_tool_starts_with_only_its_three_streams_and_default_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = support::fake_tool(
+        dir.path(),
+        "tool",
+        "ls /proc/self/fd | tr '\\n' ' '; echo; grep -E '^Sig(Blk|Ign):' /proc/self/status",
+    );
+    let out = LocalBackend::new(tool.to_string_lossy(), 1 << 20)
+        .run(
+            &task(dir.path(), Duration::from_secs(30)),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    // `ls` sees 0 to 2 and the directory it lists.
+    assert!(out.logs.starts_with("0 1 2 3 \n"), "{}", out.logs);
+    assert!(
+        out.logs.contains("SigBlk:\t0000000000000000"),
+        "{}",
+        out.logs
+    );
+    assert!(
+        out.logs.contains("SigIgn:\t0000000000000000"),
+        "{}",
+        out.logs
+    );
+}
+
 /// Env var naming the work dir of [`child_runs_a_long_tool`].
 const LONG_TOOL_DIR: &str = "PLAIN_HOSTILE_LONG_TOOL_DIR";
 
