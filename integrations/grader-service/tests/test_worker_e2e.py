@@ -58,9 +58,11 @@ def cases(deployments):
     return ids, rows
 
 
-def _same_rows(ref_row, our_row):
+def _same_rows(ref_row, our_row, ignore=()):
     for key in ("auto_status", "manual_status", "feedback_status", "score", "grading_score",
                 "properties"):
+        if key in ignore:
+            continue
         assert our_row[key] == ref_row[key], f"{key}: grader {our_row[key]!r} != reference {ref_row[key]!r}"
     for row in (ref_row, our_row):
         assert row["logs"], "logs are written"
@@ -189,5 +191,92 @@ c.GraderExecutor.endpoint = {socket!r}
         assert row["auto_status"] == "AUTOMATICALLY_GRADED" and row["score"] == 2.5
         assert row["logs"].startswith(f"grader serve is not running: {socket}")
         assert "graded with the grader binary instead" in row["logs"]
+    finally:
+        ours.restart_worker(grader_executor_lines(ours.binary))
+
+
+def _serve_ready(sock: str, deadline: float) -> None:
+    import http.client
+    import socket as socketlib
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+            self.sock.connect(sock)
+
+    while time.monotonic() < deadline:
+        try:
+            conn = UnixConnection("localhost", timeout=5)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("grader serve did not become ready")
+
+
+@pytest.fixture
+def grader_serve(deployments):
+    """`grader serve` beside the grader deployment's worker (as the systemd unit in
+    deploy/grader-service runs it), on a Unix socket in the deployment's directory."""
+    import os
+    import signal
+
+    from conftest import SCRIPTS, grader_binary
+    from grader_executor.runner import grader_env
+
+    ours = deployments[1]
+    sock = str(ours.dir / "serve.sock")
+    binary = grader_binary()
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    if " serve " not in help_text and "\n  serve" not in help_text:
+        pytest.fail(f"{binary} has no `serve` command")
+    log = open(ours.dir / "serve.log", "ab")
+    proc = subprocess.Popen(
+        [binary, "--set", f"serve.socket={sock}", "--set", "serve.concurrency=1",
+         "--set", f"convert_executable={SCRIPTS / 'grader-convert'}",
+         "serve", "--service-dir", str(ours.service_dir)],
+        env=grader_env(ours.env, {}), stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _serve_ready(sock, time.monotonic() + 120)
+        yield sock
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_grading_through_grader_serve_writes_the_reference_rows(cases, deployments,
+                                                               grader_serve):
+    ids, rows = cases
+    ref, ours = deployments
+    try:
+        ours.restart_worker(grader_executor_lines(ours.binary, f"""
+c.GraderExecutor.endpoint = {grader_serve!r}
+c.GraderExecutor.fallback_to_binary = False
+"""))
+        subs = {
+            "graded": ours.add_submission("alice"),
+            "scaled": ours.add_submission("bob", score_scaling=0.5),
+            "full_auto": ours.add_submission("carol"),
+        }
+        ours.enqueue({"kind": "autograde", "sub_id": subs["graded"]},
+                     {"kind": "autograde", "sub_id": subs["scaled"]},
+                     {"kind": "full_auto", "sub_id": subs["full_auto"]})
+        for case, sub_id in subs.items():
+            row = ours.wait(sub_id, feedback=case == "full_auto")
+            ref_row = rows[case][0]
+            assert row["auto_status"] == "AUTOMATICALLY_GRADED", row["logs"][-2000:]
+            # The reference's alice also had feedback generated after autograde.
+            _same_rows(ref_row, row, ignore=("feedback_status",) if case == "graded" else ())
+            runs = [line.split() for line in ours.runs_log.read_text().splitlines()
+                    if line.split()[0] == str(sub_id)]
+            assert runs and all("submit" in r and "--wait" in r for r in runs), runs
+        assert rows["full_auto"][0]["feedback_status"] == "GENERATED"
     finally:
         ours.restart_worker(grader_executor_lines(ours.binary))
