@@ -236,6 +236,27 @@ async fn a_tool_that_cannot_be_executed_is_a_readable_failure() {
 }
 
 #[tokio::test]
+async fn a_tool_still_open_for_writing_is_retried_until_it_can_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = support::fake_tool(dir.path(), "tool", "echo ran");
+    // An open write handle makes execve fail with ETXTBSY ("text file busy").
+    let writer = std::fs::OpenOptions::new().append(true).open(&tool).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(writer);
+    });
+    let out = LocalBackend::new(tool.to_string_lossy(), 1 << 20)
+        .run(
+            &task(dir.path(), Duration::from_secs(30)),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    release.join().unwrap();
+    assert!(out.logs.contains("ran"), "{}", out.logs);
+}
+
+#[tokio::test]
 async fn the_tool_runs_without_capabilities_and_without_new_privileges() {
     let dir = tempfile::tempdir().unwrap();
     let tool = support::fake_tool(
