@@ -240,7 +240,10 @@ async fn a_tool_still_open_for_writing_is_retried_until_it_can_run() {
     let dir = tempfile::tempdir().unwrap();
     let tool = support::fake_tool(dir.path(), "tool", "echo ran");
     // An open write handle makes execve fail with ETXTBSY ("text file busy").
-    let writer = std::fs::OpenOptions::new().append(true).open(&tool).unwrap();
+    let writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&tool)
+        .unwrap();
     let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
         drop(writer);
