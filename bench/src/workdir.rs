@@ -72,7 +72,7 @@ pub fn task(service_dir: &Path, job: &Job) -> anyhow::Result<GradingTask> {
         std::sync::Arc::new(ProcessGit::new("git")),
         std::sync::Arc::new(LocalBackend::new("unused", 64)),
     );
-    Ok(exec.task_for(job, JobKind::Autograde)?)
+    Ok(exec.config().task(job, JobKind::Autograde)?)
 }
 
 /// Writes an executable shell script.

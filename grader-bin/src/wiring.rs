@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use grader_config::{Backend, ConfigLoader, GraderConfig, Loaded, Overrides};
+use grader_config::{Backend, ConfigLoader, GraderConfig, Loaded, Overrides, Settings};
 use grader_local::job_file::load_job;
 use grader_local::{
-    CellTimeouts, Executor, ExecutorConfig, GradingBackend, JobKind, LocalBackend, Outcome,
-    PoolSettings, ProcessGit, WarmBackend,
+    Executor, ExecutorConfig, GradingBackend, JobKind, LocalBackend, Outcome, ProcessGit,
+    WarmBackend,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -165,80 +165,66 @@ fn checked_program(loaded: &Loaded, key: &str, program: &Path) -> Result<PathBuf
     })
 }
 
-/// The pipeline settings of a configuration.
+/// The pipeline settings of a configuration (as [`Loaded::settings`] has them; for callers that
+/// hold only the configuration).
 pub fn executor_config(cfg: &GraderConfig) -> Result<ExecutorConfig, Usage> {
-    let path_str = |key: &str, p: &Path| -> Result<String, Usage> {
-        p.to_str()
-            .map(str::to_string)
-            .ok_or_else(|| Usage(anyhow::anyhow!("{key} {p:?} is not valid UTF-8")))
-    };
-    Ok(ExecutorConfig {
-        service_dir: cfg.service_dir.clone(),
-        relative_input_path: path_str("relative_input_path", &cfg.relative_input_path)?,
-        relative_output_path: path_str("relative_output_path", &cfg.relative_output_path)?,
-        timeouts: CellTimeouts::new(
-            cfg.min_cell_timeout,
-            cfg.default_cell_timeout,
-            cfg.max_cell_timeout,
-        )?,
-        max_grading_time: Duration::from_secs(cfg.max_grading_time),
-        log_cap_bytes: usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX),
-        keep_workdirs: cfg.keep_workdirs,
-    })
+    Ok(Settings::from_config(cfg)?.executor)
 }
 
 /// The configured backend.
-pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
+pub async fn backend(settings: &Settings) -> Result<Arc<dyn GradingBackend>, Usage> {
     // Callers have checked the programs (see [`executor`]).
-    let log_cap = usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX);
-    match cfg.backend {
-        Backend::Local if cfg.local.warm_workers > 0 => {
-            let l = &cfg.local;
-            let settings = PoolSettings {
-                workers: l.warm_workers as usize,
-                recycle_after_jobs: l.warm_recycle_after,
-                max_rss_growth: l.warm_max_rss_growth_mib.saturating_mul(1024 * 1024),
-                ..PoolSettings::default()
-            };
-            let backend = WarmBackend::start(
-                &cfg.convert_executable,
-                settings,
-                Duration::from_secs(l.warm_start_timeout),
-                &std::env::temp_dir(),
-                log_cap,
-            )
-            .await;
-            Ok(Arc::new(backend))
-        }
-        Backend::Local => Ok(Arc::new(LocalBackend::new(
-            cfg.convert_executable.to_string_lossy(),
-            log_cap,
-        ))),
-        Backend::Kube => crate::wiring::kube::backend(cfg).await,
+    let local = &settings.local;
+    match settings.backend {
+        Backend::Local => match &local.warm {
+            Some(warm) => Ok(Arc::new(
+                WarmBackend::start(
+                    &local.convert_executable,
+                    warm.pool.clone(),
+                    warm.start_timeout,
+                    &std::env::temp_dir(),
+                    local.log_cap_bytes,
+                )
+                .await,
+            )),
+            None => Ok(Arc::new(LocalBackend::new(
+                local.convert_executable.to_string_lossy(),
+                local.log_cap_bytes,
+            ))),
+        },
+        Backend::Kube => crate::wiring::kube::backend(&settings.kube).await,
     }
 }
 
-/// The pipeline over the configured git and backend. The programs it runs are checked first,
-/// so that a `convert_executable` that is a directory (or not executable, or not found) is
-/// refused once, before any job, instead of failing every job; the local backend only: a
-/// grading pod runs the tool of its image.
+/// The pipeline of a loaded configuration over its git and backend (see [`executor_from`]).
 pub async fn executor(loaded: &Loaded) -> Result<Executor, Usage> {
-    let mut cfg = loaded.config.clone();
-    cfg.git_executable = checked_program(loaded, "git_executable", &cfg.git_executable)?;
-    if cfg.backend == Backend::Local {
-        cfg.convert_executable =
-            checked_program(loaded, "convert_executable", &cfg.convert_executable)?;
+    // From the configuration rather than `loaded.settings`: a command may have adjusted it.
+    executor_from(loaded, Settings::from_config(&loaded.config)?).await
+}
+
+/// The pipeline over `settings` (those of `loaded`, perhaps adjusted by the command, such as
+/// [`Settings::with_default_warm_workers`]). The programs it runs are checked first, so that
+/// a `convert_executable` that is a directory (or not executable, or not found) is refused
+/// once, before any job, instead of failing every job; the local backend only: a grading pod
+/// runs the tool of its image.
+pub async fn executor_from(loaded: &Loaded, mut settings: Settings) -> Result<Executor, Usage> {
+    settings.git_executable = checked_program(loaded, "git_executable", &settings.git_executable)?;
+    if settings.backend == Backend::Local {
+        settings.local.convert_executable = checked_program(
+            loaded,
+            "convert_executable",
+            &settings.local.convert_executable,
+        )?;
     }
-    let cfg = &cfg;
-    let config = executor_config(cfg)?;
+    let config = settings.executor.clone();
     if !config.service_dir.is_dir() {
         return Err(Usage(anyhow::anyhow!(
             "service_dir {} does not exist or is not a directory",
             config.service_dir.display()
         )));
     }
-    let git = Arc::new(ProcessGit::new(cfg.git_executable.to_string_lossy()));
-    Ok(Executor::new(config, git, backend(cfg).await?))
+    let git = Arc::new(ProcessGit::new(settings.git_executable.to_string_lossy()));
+    Ok(Executor::new(config, git, backend(&settings).await?))
 }
 
 /// A token cancelled by the first Ctrl-C (SIGINT) or SIGTERM.
@@ -270,7 +256,9 @@ pub fn outcome_json(outcome: &Outcome) -> String {
 pub async fn grade_one(cli: &Cli, args: &GradeArgs, kind: JobKind) -> Result<Exit, Usage> {
     let loaded = load_config(cli, Some(&args.backend))?;
     let job = load_job(&args.job)?;
-    executor_config(&loaded.config)?
+    loaded
+        .settings
+        .executor
         .check(&job, kind)
         .with_context(|| format!("job file {}", args.job.display()))?;
     let exec = executor(&loaded).await?;
@@ -301,7 +289,7 @@ pub async fn print_pod(cli: &Cli, args: &PodArgs) -> Result<Exit, Usage> {
     } else {
         JobKind::Autograde
     };
-    let yaml = kube::pod_manifest(&loaded.config, &job, kind, args.namespace.as_deref())?;
+    let yaml = kube::pod_manifest(&loaded.settings, &job, kind, args.namespace.as_deref())?;
     print!("{yaml}");
     Ok(Exit::Graded)
 }
@@ -309,57 +297,19 @@ pub async fn print_pod(cli: &Cli, args: &PodArgs) -> Result<Exit, Usage> {
 /// `grader gc`.
 pub async fn gc(cli: &Cli, args: &GcArgs) -> Result<Exit, Usage> {
     let loaded = load_config(cli, None)?;
-    kube::gc(&loaded.config, args.stale_after).await
+    kube::gc(&loaded, args.stale_after).await
 }
 
 pub mod kube {
     //! The Kubernetes side of the wiring.
 
     use super::*;
-    use grader_kube::{ImageConfig, KubeBackend, KubePodApi, KubeSettings, Resources};
-    use grader_local::git::{ExportStats, GitError};
-    use grader_local::{Git, Job};
-
-    /// The `[kube]` table (and the two top-level keys the pod needs) as backend settings.
-    pub fn settings(cfg: &GraderConfig) -> KubeSettings {
-        let k = &cfg.kube;
-        let quantities = |m: &std::collections::BTreeMap<String, grader_config::Quantity>| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().to_string()))
-                .collect()
-        };
-        KubeSettings {
-            namespace: k.namespace.clone(),
-            context: k.context.clone(),
-            image_config_path: k.image_config_path.clone(),
-            default_image_name: k.default_image_name.clone(),
-            volume: k.volume.clone(),
-            extra_volumes: k.extra_volumes.clone(),
-            extra_volume_mounts: k.extra_volume_mounts.clone(),
-            labels: k.labels.clone(),
-            annotations: k.annotations.clone(),
-            image_pull_policy: k.image_pull_policy.to_string(),
-            image_pull_secrets: k.image_pull_secrets.clone(),
-            tolerations: k.tolerations.clone(),
-            node_selector: k.node_selector.clone(),
-            uid: k.uid,
-            resources: Resources {
-                requests: quantities(&k.resources.requests),
-                limits: quantities(&k.resources.limits),
-            },
-            extra_pod_config: k.extra_pod_config.clone(),
-            extra_container_config: k.extra_container_config.clone(),
-            poll_interval: Duration::from_secs(k.poll_interval),
-            unschedulable_grace: Duration::from_secs(k.unschedulable_grace),
-            hardening: k.hardening,
-            convert_executable: cfg.convert_executable.to_string_lossy().into_owned(),
-            log_cap_bytes: usize::try_from(cfg.log_cap_bytes).unwrap_or(usize::MAX),
-        }
-    }
+    use grader_kube::{ImageConfig, KubeBackend, KubePodApi, KubeSettings};
+    use grader_local::Job;
 
     /// The Kubernetes backend, connected to the configured cluster.
-    pub async fn backend(cfg: &GraderConfig) -> Result<Arc<dyn GradingBackend>, Usage> {
-        let settings = settings(cfg);
+    pub async fn backend(settings: &KubeSettings) -> Result<Arc<dyn GradingBackend>, Usage> {
+        let settings = settings.clone();
         let images = ImageConfig::load(settings.image_config_path.as_deref())?;
         let (client, namespace) =
             grader_kube::connect(settings.context.as_deref(), settings.namespace.as_deref())
@@ -370,41 +320,16 @@ pub mod kube {
         )))
     }
 
-    /// A git that is never called: `grader pod` only builds a task.
-    struct NoGit;
-
-    #[async_trait::async_trait]
-    impl Git for NoGit {
-        async fn export(&self, _: &Path, _: &str, _: &Path) -> Result<ExportStats, GitError> {
-            Err(GitError::Join("not available in a preview".into()))
-        }
-        async fn commit_files(
-            &self,
-            _: &Path,
-            _: &[String],
-            _: &Path,
-            _: &str,
-            _: &str,
-        ) -> Result<String, GitError> {
-            Err(GitError::Join("not available in a preview".into()))
-        }
-    }
-
     /// The manifest (YAML) of the pod a job would get, built without a cluster.
     pub fn pod_manifest(
-        cfg: &GraderConfig,
+        settings: &Settings,
         job: &Job,
         kind: JobKind,
         namespace: Option<&str>,
     ) -> Result<String, Usage> {
-        let settings = settings(cfg);
+        let task = settings.executor.task(job, kind)?;
+        let settings = &settings.kube;
         let images = ImageConfig::load(settings.image_config_path.as_deref())?;
-        let exec = Executor::new(
-            executor_config(cfg)?,
-            Arc::new(NoGit),
-            Arc::new(LocalBackend::new("unused", 64)),
-        );
-        let task = exec.task_for(job, kind)?;
         let image = images.resolve(
             &job.lecture.code,
             job.assignment.id,
@@ -412,7 +337,7 @@ pub mod kube {
             &settings.default_image_name,
         );
         // build_pod logs each field the extra configs override.
-        let (mut pod, _overrides) = grader_kube::build_pod(&settings, &task, &image)?;
+        let (mut pod, _overrides) = grader_kube::build_pod(settings, &task, &image)?;
         pod.metadata.namespace = Some(
             namespace
                 .map(str::to_string)
@@ -423,14 +348,15 @@ pub mod kube {
     }
 
     /// Deletes finished or stale grading pods and prints their names.
-    pub async fn gc(cfg: &GraderConfig, stale_after: Option<u64>) -> Result<Exit, Usage> {
-        let settings = settings(cfg);
+    pub async fn gc(loaded: &Loaded, stale_after: Option<u64>) -> Result<Exit, Usage> {
+        let settings = &loaded.settings.kube;
+        let max_grading_time = loaded.settings.executor.max_grading_time;
         let (client, namespace) =
             grader_kube::connect(settings.context.as_deref(), settings.namespace.as_deref())
                 .await?;
         let stale = stale_after
             .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(cfg.max_grading_time) + settings.unschedulable_grace);
+            .unwrap_or(max_grading_time + settings.unschedulable_grace);
         let api = KubePodApi::new(client, &namespace);
         let deleted = grader_kube::collect_garbage(&api, &namespace, stale).await?;
         for name in &deleted {

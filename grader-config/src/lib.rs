@@ -71,6 +71,7 @@ mod loader;
 mod model;
 mod render;
 pub mod schema;
+mod settings;
 
 pub use error::{ConfigError, Layer};
 pub use loader::{
@@ -79,3 +80,4 @@ pub use loader::{
 };
 pub use model::*;
 pub use schema::{ENV_PREFIX, KEYS, KeyInfo, KeyKind, reference_markdown};
+pub use settings::{LocalSettings, SettingError, Settings, WarmSettings};

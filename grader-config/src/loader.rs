@@ -15,6 +15,7 @@ use crate::error::{ConfigError, Layer};
 use crate::model::GraderConfig;
 use crate::render;
 use crate::schema::{self, ENV_PREFIX, KEYS, KeyInfo, KeyKind};
+use crate::settings::{SettingError, Settings};
 
 /// The system-wide configuration file, read when it exists.
 pub const SYSTEM_CONFIG_FILE: &str = "/etc/grader/grader.toml";
@@ -359,9 +360,11 @@ impl ConfigLoader {
             layers: &layers,
         };
         let config: GraderConfig = figment.extract().map_err(|e| ctx.map_figment_error(e))?;
+        let settings = settings(&config, &ctx)?;
         validate(&config, &ctx)?;
         Ok(Loaded {
             config,
+            settings,
             figment,
             layers,
         })
@@ -696,36 +699,6 @@ fn describe_json(v: &JsonValue) -> String {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-fn check_relative(ctx: &Ctx<'_>, key: &str, path: &Path) -> Result<(), ConfigError> {
-    use std::path::Component;
-    if path.as_os_str().is_empty() {
-        return Err(ctx.invalid(key, "must not be empty"));
-    }
-    if !path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(ctx.invalid(
-            key,
-            format!(
-                "must be a relative path without `..`, found {:?}",
-                path.display().to_string()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn check_table(ctx: &Ctx<'_>, key: &str, v: &JsonValue, what: &str) -> Result<(), ConfigError> {
     if v.is_object() {
         Ok(())
@@ -769,23 +742,26 @@ fn check_table_list(
     Ok(())
 }
 
-/// Checks what types alone cannot; errors name the key and its layer.
+/// Converts a configuration into its settings (see [`Settings::from_config`]), as an error
+/// naming the key and its layer.
+fn settings(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<Settings, ConfigError> {
+    Settings::from_config(c).map_err(|e| match e {
+        SettingError::CellTimeouts(grader_model::InvalidTimeouts { min, default, max }) => {
+            ConfigError::CellTimeouts {
+                min,
+                default,
+                max,
+                min_layer: ctx.layer_of("min_cell_timeout"),
+                default_layer: ctx.layer_of("default_cell_timeout"),
+                max_layer: ctx.layer_of("max_cell_timeout"),
+            }
+        }
+        SettingError::Invalid { key, reason } => ctx.invalid(key, reason),
+    })
+}
+
+/// Checks what types and the conversion alone cannot; errors name the key and its layer.
 fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
-    let (min, default, max) = (
-        c.min_cell_timeout,
-        c.default_cell_timeout,
-        c.max_cell_timeout,
-    );
-    if !(0 < min && min < default && default < max) {
-        return Err(ConfigError::CellTimeouts {
-            min,
-            default,
-            max,
-            min_layer: ctx.layer_of("min_cell_timeout"),
-            default_layer: ctx.layer_of("default_cell_timeout"),
-            max_layer: ctx.layer_of("max_cell_timeout"),
-        });
-    }
     for (key, value) in [
         ("max_grading_time", c.max_grading_time),
         ("log_cap_bytes", c.log_cap_bytes),
@@ -816,8 +792,6 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
             ),
         ));
     }
-    check_relative(ctx, "relative_input_path", &c.relative_input_path)?;
-    check_relative(ctx, "relative_output_path", &c.relative_output_path)?;
     if c.relative_input_path == c.relative_output_path {
         return Err(ctx.invalid(
             "relative_output_path",
@@ -846,7 +820,7 @@ fn validate(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
         return Err(ctx.invalid("kube.context", "must not be empty (leave it unset instead)"));
     }
     if let Some(ns) = &k.namespace
-        && !is_dns_label(ns)
+        && !grader_model::is_dns1123_label(ns)
     {
         return Err(ctx.invalid(
             "kube.namespace",
@@ -999,6 +973,8 @@ fn validate_serve(c: &GraderConfig, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
 pub struct Loaded {
     /// The effective, validated configuration.
     pub config: GraderConfig,
+    /// What it configures, converted once (see [`Settings`]).
+    pub settings: Settings,
     /// The merged layers (metadata names are the [`Layer`] labels).
     pub figment: Figment,
     layers: Vec<Layer>,

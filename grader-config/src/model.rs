@@ -8,43 +8,31 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as JsonValue;
 
 pub use grader_model::image_name::{IMAGE_NAME_PLACEHOLDERS, ImageNameTemplate, TemplateError};
 
-/// Default for [`GraderConfig::service_dir`].
-pub const DEFAULT_SERVICE_DIR: &str = "/var/lib/grader";
-/// Default for [`GraderConfig::relative_input_path`].
-pub const DEFAULT_RELATIVE_INPUT_PATH: &str = "convert_in";
-/// Default for [`GraderConfig::relative_output_path`].
-pub const DEFAULT_RELATIVE_OUTPUT_PATH: &str = "convert_out";
-/// Default for [`GraderConfig::git_executable`].
-pub const DEFAULT_GIT_EXECUTABLE: &str = "git";
-/// Default for [`GraderConfig::convert_executable`].
-pub const DEFAULT_CONVERT_EXECUTABLE: &str = "grader-convert";
-/// Default for [`GraderConfig::default_cell_timeout`], in seconds.
-pub const DEFAULT_CELL_TIMEOUT: u64 = 300;
-/// Default for [`GraderConfig::min_cell_timeout`], in seconds.
-pub const DEFAULT_MIN_CELL_TIMEOUT: u64 = 10;
-/// Default for [`GraderConfig::max_cell_timeout`], in seconds (one day).
-pub const DEFAULT_MAX_CELL_TIMEOUT: u64 = 86_400;
-/// Default for [`GraderConfig::max_grading_time`], in seconds (one hour).
-pub const DEFAULT_MAX_GRADING_TIME: u64 = 3_600;
-/// Default for [`GraderConfig::log_cap_bytes`] (1 MiB).
-pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
-/// Default for [`KubeConfig::uid`].
-pub const DEFAULT_UID: i64 = 1000;
-/// Default for [`KubeConfig::poll_interval`], in seconds.
-pub const DEFAULT_POLL_INTERVAL: u64 = 5;
-/// Default for [`KubeConfig::unschedulable_grace`], in seconds.
-pub const DEFAULT_UNSCHEDULABLE_GRACE: u64 = 300;
-/// Default name of the volume in [`KubeConfig::volume`].
-pub const DEFAULT_VOLUME_NAME: &str = "data";
-/// Default claim name of the volume in [`KubeConfig::volume`].
-pub const DEFAULT_VOLUME_CLAIM: &str = "grader-data";
+// The defaults belong to the settings they configure (the pipeline's, the warm pool's, the
+// kube backend's); the configuration shows them under the names it documents.
+pub use grader_kube::settings::{
+    DEFAULT_POLL_INTERVAL, DEFAULT_UID, DEFAULT_UNSCHEDULABLE_GRACE, DEFAULT_VOLUME_CLAIM,
+    DEFAULT_VOLUME_NAME,
+};
+pub use grader_local::executor::{
+    DEFAULT_GIT_EXECUTABLE, DEFAULT_LOG_CAP_BYTES, DEFAULT_MAX_GRADING_TIME,
+    DEFAULT_RELATIVE_INPUT_PATH, DEFAULT_RELATIVE_OUTPUT_PATH, DEFAULT_SERVICE_DIR,
+};
+pub use grader_local::warm::{
+    DEFAULT_MAX_RSS_GROWTH_MIB as DEFAULT_WARM_MAX_RSS_GROWTH_MIB,
+    DEFAULT_RECYCLE_AFTER_JOBS as DEFAULT_WARM_RECYCLE_AFTER,
+    DEFAULT_START_TIMEOUT as DEFAULT_WARM_START_TIMEOUT, MAX_WORKERS as MAX_WARM_WORKERS,
+};
+pub use grader_model::DEFAULT_CONVERT_EXECUTABLE;
+pub use grader_model::timeouts::{
+    DEFAULT_CELL_TIMEOUT, DEFAULT_MAX_CELL_TIMEOUT, DEFAULT_MIN_CELL_TIMEOUT,
+};
 
 /// The whole grader configuration (the root of `grader.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,28 +108,6 @@ impl Default for GraderConfig {
     }
 }
 
-impl GraderConfig {
-    /// [`GraderConfig::max_grading_time`] as a [`Duration`].
-    pub fn max_grading_duration(&self) -> Duration {
-        Duration::from_secs(self.max_grading_time)
-    }
-
-    /// [`GraderConfig::default_cell_timeout`] as a [`Duration`].
-    pub fn default_cell_timeout_duration(&self) -> Duration {
-        Duration::from_secs(self.default_cell_timeout)
-    }
-
-    /// Clamps a cell timeout an assignment asks for (in seconds) into
-    /// `[min_cell_timeout, max_cell_timeout]`; `None` gives
-    /// `default_cell_timeout`.
-    pub fn effective_cell_timeout(&self, requested: Option<u64>) -> u64 {
-        match requested {
-            None => self.default_cell_timeout,
-            Some(t) => t.clamp(self.min_cell_timeout, self.max_cell_timeout),
-        }
-    }
-}
-
 /// Which executor grades submissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -201,15 +167,23 @@ impl FromStr for Backend {
 }
 
 /// The pod's `imagePullPolicy` (Kubernetes spelling, case-sensitive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ImagePullPolicy {
     /// Always pull (the reference's default).
-    #[default]
     Always,
     /// Pull only when the node lacks the image.
     IfNotPresent,
     /// Never pull; the image must be on the node.
     Never,
+}
+
+impl Default for ImagePullPolicy {
+    /// The kube backend's default ([`grader_kube::settings::DEFAULT_IMAGE_PULL_POLICY`]).
+    fn default() -> Self {
+        grader_kube::settings::DEFAULT_IMAGE_PULL_POLICY
+            .parse()
+            .expect("the default pull policy is valid")
+    }
 }
 
 impl ImagePullPolicy {
@@ -247,15 +221,6 @@ impl FromStr for ImagePullPolicy {
         }
     }
 }
-
-/// Default for [`LocalConfig::warm_recycle_after`].
-pub const DEFAULT_WARM_RECYCLE_AFTER: u64 = 100;
-/// Default for [`LocalConfig::warm_max_rss_growth_mib`].
-pub const DEFAULT_WARM_MAX_RSS_GROWTH_MIB: u64 = 512;
-/// Default for [`LocalConfig::warm_start_timeout`], in seconds.
-pub const DEFAULT_WARM_START_TIMEOUT: u64 = 60;
-/// Most warm workers [`LocalConfig::warm_workers`] may ask for.
-pub const MAX_WARM_WORKERS: u32 = 256;
 
 /// Settings of the local backend (the `[local]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -438,18 +403,6 @@ impl Default for KubeConfig {
     }
 }
 
-impl KubeConfig {
-    /// [`KubeConfig::poll_interval`] as a [`Duration`].
-    pub fn poll_interval_duration(&self) -> Duration {
-        Duration::from_secs(self.poll_interval)
-    }
-
-    /// [`KubeConfig::unschedulable_grace`] as a [`Duration`].
-    pub fn unschedulable_grace_duration(&self) -> Duration {
-        Duration::from_secs(self.unschedulable_grace)
-    }
-}
-
 /// Serde for `uid`: an integer, or the string `"none"` for unset (TOML has no
 /// null).
 mod uid_serde {
@@ -510,14 +463,17 @@ pub struct Resources {
 }
 
 impl Default for Resources {
+    /// The kube backend's defaults ([`grader_kube::Resources::default`]).
     fn default() -> Self {
-        let q = |s: &str| Quantity(s.to_owned());
+        let quantities = |m: BTreeMap<String, String>| {
+            m.into_iter()
+                .map(|(k, v)| (k, Quantity::parse(&v).expect("a default quantity is valid")))
+                .collect()
+        };
+        let defaults = grader_kube::Resources::default();
         Resources {
-            requests: BTreeMap::from([
-                ("cpu".to_owned(), q("500m")),
-                ("memory".to_owned(), q("512Mi")),
-            ]),
-            limits: BTreeMap::from([("cpu".to_owned(), q("2")), ("memory".to_owned(), q("2Gi"))]),
+            requests: quantities(defaults.requests),
+            limits: quantities(defaults.limits),
         }
     }
 }

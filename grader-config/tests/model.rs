@@ -86,17 +86,6 @@ fn enums_parse_and_print() {
     assert_eq!(ImagePullPolicy::Never.to_string(), "Never");
 }
 
-#[test]
-fn cell_timeout_helpers() {
-    let c = GraderConfig::default();
-    assert_eq!(c.effective_cell_timeout(None), 300);
-    assert_eq!(c.effective_cell_timeout(Some(1)), 10);
-    assert_eq!(c.effective_cell_timeout(Some(1_000_000)), 86_400);
-    assert_eq!(c.effective_cell_timeout(Some(60)), 60);
-    assert_eq!(c.max_grading_duration().as_secs(), 3600);
-    assert_eq!(c.kube.poll_interval_duration().as_secs(), 5);
-}
-
 /// Leaf keys of a serialized config, stopping at the keys [`KEYS`] lists as
 /// tables/lists.
 fn leaves(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<String>) {

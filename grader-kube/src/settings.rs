@@ -94,6 +94,14 @@ impl Default for Resources {
 pub const DEFAULT_VOLUME_NAME: &str = "data";
 /// Claim of the default data volume.
 pub const DEFAULT_VOLUME_CLAIM: &str = "grader-data";
+/// Default `runAsUser` of the grading container.
+pub const DEFAULT_UID: i64 = 1000;
+/// Default seconds between GETs while the shared watch is broken.
+pub const DEFAULT_POLL_INTERVAL: u64 = 5;
+/// Default seconds a pod may stay unschedulable or fail to pull its image.
+pub const DEFAULT_UNSCHEDULABLE_GRACE: u64 = 300;
+/// Default `imagePullPolicy` of the grading container (the reference's).
+pub const DEFAULT_IMAGE_PULL_POLICY: &str = "Always";
 
 impl Default for KubeSettings {
     fn default() -> Self {
@@ -110,19 +118,20 @@ impl Default for KubeSettings {
             extra_volume_mounts: Vec::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
-            image_pull_policy: "Always".to_owned(),
+            image_pull_policy: DEFAULT_IMAGE_PULL_POLICY.to_owned(),
             image_pull_secrets: Vec::new(),
             tolerations: Vec::new(),
             node_selector: BTreeMap::new(),
-            uid: Some(1000),
+            uid: Some(DEFAULT_UID),
             resources: Resources::default(),
             extra_pod_config: Value::Object(serde_json::Map::new()),
             extra_container_config: Value::Object(serde_json::Map::new()),
-            poll_interval: Duration::from_secs(5),
-            unschedulable_grace: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(DEFAULT_POLL_INTERVAL),
+            unschedulable_grace: Duration::from_secs(DEFAULT_UNSCHEDULABLE_GRACE),
             hardening: true,
-            convert_executable: "grader-convert".to_owned(),
-            log_cap_bytes: 1024 * 1024,
+            convert_executable: grader_model::DEFAULT_CONVERT_EXECUTABLE.to_owned(),
+            log_cap_bytes: usize::try_from(grader_local::executor::DEFAULT_LOG_CAP_BYTES)
+                .unwrap_or(usize::MAX),
         }
     }
 }

@@ -22,63 +22,28 @@ use crate::clock::{Clock, SystemClock};
 use crate::git::{Git, is_commit_hash};
 use crate::lock::WorkLock;
 use crate::logs::LogBuffer;
-use crate::paths::{JobPaths, RepoType, UnsafePath};
+use crate::paths::{JobPaths, RepoType};
 use crate::whitelist::whitelisted_files;
+pub use grader_model::{CellTimeouts, InvalidTimeouts, UnsafePath};
 
 /// The file the grading tool reads grades from and writes scores to.
 pub const GRADEBOOK_FILE: &str = "gradebook.json";
 
-/// Cell timeout limits, validated `0 < min < default < max` (seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CellTimeouts {
-    min: u64,
-    default: u64,
-    max: u64,
-}
-
-/// Cell timeout limits that do not satisfy `0 < min < default < max`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "cell timeouts must satisfy 0 < min_cell_timeout < default_cell_timeout < max_cell_timeout, \
-     got min_cell_timeout = {min}, default_cell_timeout = {default}, max_cell_timeout = {max}"
-)]
-pub struct InvalidTimeouts {
-    pub min: u64,
-    pub default: u64,
-    pub max: u64,
-}
-
-impl CellTimeouts {
-    /// Validated limits.
-    pub fn new(min: u64, default: u64, max: u64) -> Result<Self, InvalidTimeouts> {
-        if 0 < min && min < default && default < max {
-            Ok(CellTimeouts { min, default, max })
-        } else {
-            Err(InvalidTimeouts { min, default, max })
-        }
-    }
-
-    /// The assignment's own timeout clamped to `[min, max]`, else the default.
-    pub fn effective(&self, assignment: Option<u64>) -> u64 {
-        match assignment {
-            Some(t) => t.clamp(self.min, self.max),
-            None => self.default,
-        }
-    }
-}
-
-impl Default for CellTimeouts {
-    fn default() -> Self {
-        CellTimeouts {
-            min: 10,
-            default: 300,
-            max: 86_400,
-        }
-    }
-}
+/// Default root of repositories and work dirs.
+pub const DEFAULT_SERVICE_DIR: &str = "/var/lib/grader";
+/// Default parent of the input work dirs, relative to the service dir (the reference's).
+pub const DEFAULT_RELATIVE_INPUT_PATH: &str = "convert_in";
+/// Default parent of the output work dirs, relative to the service dir (the reference's).
+pub const DEFAULT_RELATIVE_OUTPUT_PATH: &str = "convert_out";
+/// Default bound on one grading run, in seconds (one hour).
+pub const DEFAULT_MAX_GRADING_TIME: u64 = 3_600;
+/// Default most bytes of log kept in an outcome (1 MiB).
+pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
+/// Default git program, looked up on `PATH`.
+pub const DEFAULT_GIT_EXECUTABLE: &str = "git";
 
 /// Settings of the pipeline (the backend has its own).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutorConfig {
     /// Root of repositories and work dirs (Grader Service's `grader_service_dir`).
     pub service_dir: PathBuf,
@@ -96,15 +61,15 @@ pub struct ExecutorConfig {
 }
 
 impl ExecutorConfig {
-    /// Defaults of the reference under `service_dir`.
+    /// The defaults (the `DEFAULT_*` constants of this module) under `service_dir`.
     pub fn new(service_dir: impl Into<PathBuf>) -> Self {
         ExecutorConfig {
             service_dir: service_dir.into(),
-            relative_input_path: "convert_in".into(),
-            relative_output_path: "convert_out".into(),
+            relative_input_path: DEFAULT_RELATIVE_INPUT_PATH.into(),
+            relative_output_path: DEFAULT_RELATIVE_OUTPUT_PATH.into(),
             timeouts: CellTimeouts::default(),
-            max_grading_time: Duration::from_secs(3600),
-            log_cap_bytes: 1 << 20,
+            max_grading_time: Duration::from_secs(DEFAULT_MAX_GRADING_TIME),
+            log_cap_bytes: usize::try_from(DEFAULT_LOG_CAP_BYTES).unwrap_or(usize::MAX),
             keep_workdirs: false,
         }
     }
@@ -153,6 +118,34 @@ impl ExecutorConfig {
             )));
         }
         Ok(paths)
+    }
+}
+
+impl ExecutorConfig {
+    /// The backend's task for a job, checked as [`ExecutorConfig::check`] does; touches
+    /// nothing (the pipeline grades it; `grader pod` and the benches preview it).
+    pub fn task(&self, job: &Job, kind: JobKind) -> Result<GradingTask, JobError> {
+        let paths = self.check(job, kind)?;
+        Ok(self.task_at(job, kind, &paths))
+    }
+
+    /// The task of a job whose paths were already checked.
+    fn task_at(&self, job: &Job, kind: JobKind, paths: &JobPaths) -> GradingTask {
+        GradingTask {
+            kind,
+            lecture: job.lecture.clone(),
+            assignment: job.assignment.clone(),
+            submission: job.submission.clone(),
+            input_dir: paths.input_dir.clone(),
+            output_dir: paths.output_dir.clone(),
+            relative_input_dir: paths.relative_input_dir.clone(),
+            relative_output_dir: paths.relative_output_dir.clone(),
+            cell_timeout: self
+                .timeouts
+                .effective(job.assignment.settings.cell_timeout),
+            max_grading_time: self.max_grading_time,
+            resume: false,
+        }
     }
 }
 
@@ -323,32 +316,6 @@ impl Executor {
     /// Checks a job without touching the disk and returns its paths.
     pub fn check(&self, job: &Job, kind: JobKind) -> Result<JobPaths, JobError> {
         self.config.check(job, kind)
-    }
-
-    /// The backend's task for a job, checked as [`Executor::check`] does (for previews such
-    /// as `grader pod`; nothing touches the disk).
-    pub fn task_for(&self, job: &Job, kind: JobKind) -> Result<GradingTask, JobError> {
-        let paths = self.check(job, kind)?;
-        Ok(self.task(job, kind, &paths))
-    }
-
-    fn task(&self, job: &Job, kind: JobKind, paths: &JobPaths) -> GradingTask {
-        GradingTask {
-            kind,
-            lecture: job.lecture.clone(),
-            assignment: job.assignment.clone(),
-            submission: job.submission.clone(),
-            input_dir: paths.input_dir.clone(),
-            output_dir: paths.output_dir.clone(),
-            relative_input_dir: paths.relative_input_dir.clone(),
-            relative_output_dir: paths.relative_output_dir.clone(),
-            cell_timeout: self
-                .config
-                .timeouts
-                .effective(job.assignment.settings.cell_timeout),
-            max_grading_time: self.config.max_grading_time,
-            resume: false,
-        }
     }
 
     /// Autogrades one submission.
@@ -522,7 +489,7 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<(), Failed> {
         let sub = &job.submission;
-        let mut task = self.task(job, kind, paths);
+        let mut task = self.config.task_at(job, kind, paths);
         let gradebook = match kind {
             JobKind::Autograde => {
                 let mut gb = Gradebook::clone(&job.gradebook);

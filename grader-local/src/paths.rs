@@ -4,68 +4,10 @@
 //! name that comes from a job (lecture code, username) is checked to be a single plain path
 //! component before it is joined, so nothing a job says can resolve outside `service_dir`.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+use grader_model::safe_path::{UnsafePath, check_component, check_relative, lexically_inside};
 use grader_model::{Lecture, Submission};
-
-/// A name from a job that would escape its directory or is not a usable path component.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("refusing {field} {value:?}: {why}")]
-pub struct UnsafePath {
-    /// Which job field held the name (`lecture.code`, `submission.username`, ...).
-    pub field: &'static str,
-    pub value: String,
-    pub why: &'static str,
-}
-
-/// Checks that `value` is one plain path component (no separators, `.`/`..`, NUL or control
-/// characters) so that joining it to a directory stays inside that directory.
-pub fn check_component(field: &'static str, value: &str) -> Result<(), UnsafePath> {
-    let fail = |why| {
-        Err(UnsafePath {
-            field,
-            value: value.to_string(),
-            why,
-        })
-    };
-    if value.is_empty() {
-        return fail("it is empty");
-    }
-    if value == "." || value == ".." {
-        return fail("it names a directory itself or its parent");
-    }
-    if value.contains(['/', '\\']) {
-        return fail("it contains a path separator");
-    }
-    if value.chars().any(char::is_control) {
-        return fail("it contains NUL or a control character");
-    }
-    if value.len() > 255 {
-        return fail("it is longer than 255 bytes");
-    }
-    Ok(())
-}
-
-/// Checks a configured path relative to `service_dir` (such as `convert_in`): relative, and
-/// made of normal components only.
-pub fn check_relative(field: &'static str, value: &str) -> Result<(), UnsafePath> {
-    let path = Path::new(value);
-    if value.is_empty() || value.contains('\0') {
-        return Err(UnsafePath {
-            field,
-            value: value.to_string(),
-            why: "it is empty or contains NUL",
-        });
-    }
-    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(UnsafePath {
-            field,
-            value: value.to_string(),
-            why: "it must be a relative path without `.` or `..`",
-        });
-    }
-    Ok(())
-}
 
 /// The kind of repository of an assignment (`{service_dir}/git/{lecture}/{assignment}/{type}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,26 +111,6 @@ impl JobPaths {
     }
 }
 
-/// True when `path`, read lexically, stays within `root` (no `..` climbing out).
-pub fn lexically_inside(root: &Path, path: &Path) -> bool {
-    let Ok(rest) = path.strip_prefix(root) else {
-        return false;
-    };
-    let mut depth: usize = 0;
-    for c in rest.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,16 +202,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "lecture.code");
-        for bad in ["../x", "/abs", "a/../b", ""] {
-            assert!(check_relative("relative_input_path", bad).is_err(), "{bad}");
-        }
-        assert!(check_relative("relative_input_path", "data/convert_in").is_ok());
-    }
-
-    #[test]
-    fn lexical_containment() {
-        assert!(lexically_inside(Path::new("/a"), Path::new("/a/b/../c")));
-        assert!(!lexically_inside(Path::new("/a"), Path::new("/a/../b")));
-        assert!(!lexically_inside(Path::new("/a"), Path::new("/b")));
     }
 }

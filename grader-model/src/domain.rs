@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The grading tool of Grader Service, run on every submission unless configured otherwise.
+pub const DEFAULT_CONVERT_EXECUTABLE: &str = "grader-convert";
+
 /// A lecture (course); its code names the repositories and the default grading image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lecture {

@@ -11,8 +11,11 @@ pub mod image_name;
 pub mod k8s;
 pub mod pod;
 pub mod pod_name;
+pub mod safe_path;
 pub mod slug;
+pub mod timeouts;
 
+pub use domain::DEFAULT_CONVERT_EXECUTABLE;
 pub use domain::{
     Assignment, AssignmentSettings, AutoStatus, AutogradeType, FeedbackStatus, Lecture,
     ManualStatus, Submission,
@@ -25,6 +28,8 @@ pub use k8s::{
 };
 pub use pod::{Hardening, PodParams, make_pod};
 pub use pod_name::{is_dns1123_label, pod_name};
+pub use safe_path::UnsafePath;
 pub use slug::{
     DEFAULT_HASH_LENGTH, DEFAULT_LIMIT, SlugError, hashed_slug, hashed_slug_default, sha256_hex,
 };
+pub use timeouts::{CellTimeouts, InvalidTimeouts};

@@ -16,7 +16,10 @@ pub mod protocol;
 mod worker;
 
 pub use backend::WarmBackend;
-pub use pool::{Lease, PoolSettings, PoolStats, WarmPool};
+pub use pool::{
+    DEFAULT_MAX_RSS_GROWTH_MIB, DEFAULT_RECYCLE_AFTER_JOBS, DEFAULT_START_TIMEOUT, Lease,
+    MAX_WORKERS, PoolSettings, PoolStats, WarmPool,
+};
 pub use worker::{JobRequest, RunEnd, SHIM, Worker, WorkerFault, WorkerSpec, rss_bytes};
 
 use std::fs::File;

@@ -32,12 +32,21 @@ pub struct PoolSettings {
     pub ping_timeout: Duration,
 }
 
+/// Default number of jobs after which a worker is replaced.
+pub const DEFAULT_RECYCLE_AFTER_JOBS: u64 = 100;
+/// Default growth of a worker's resident memory, in MiB, past which it is replaced.
+pub const DEFAULT_MAX_RSS_GROWTH_MIB: u64 = 512;
+/// Default seconds a worker may take to import the tool.
+pub const DEFAULT_START_TIMEOUT: u64 = 60;
+/// Most workers a pool may have.
+pub const MAX_WORKERS: u32 = 256;
+
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             workers: 1,
-            recycle_after_jobs: 100,
-            max_rss_growth: 512 * 1024 * 1024,
+            recycle_after_jobs: DEFAULT_RECYCLE_AFTER_JOBS,
+            max_rss_growth: DEFAULT_MAX_RSS_GROWTH_MIB * 1024 * 1024,
             ping_after_idle: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(5),
         }
