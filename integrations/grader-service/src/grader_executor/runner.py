@@ -119,6 +119,15 @@ def command(inv: Invocation, kind: str, job_path: str, via_serve: bool) -> list:
     return cmd
 
 
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    """Signals `grader`'s process group (it was started in a session of its own), so a
+    wrapper script's children are reached too."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _run(cmd: list, env: dict, cwd: str, timeout: float, grace: float) -> tuple:
     """Runs `cmd`; past `timeout` sends SIGTERM (grader then kills the grading process tree
     or deletes the pod), SIGKILL after `grace`. Returns (exit code, stdout, stderr, timed out)."""
@@ -137,20 +146,20 @@ def _run(cmd: list, env: dict, cwd: str, timeout: float, grace: float) -> tuple:
         out, err = proc.communicate(timeout=timeout)
         return proc.returncode, out, err, False
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
+        _signal(proc, signal.SIGTERM)
         try:
             out, err = proc.communicate(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal(proc, signal.SIGKILL)
             out, err = proc.communicate()
         return proc.returncode, out, err, True
     except BaseException:
         # The Celery task was revoked or the worker is stopping: grader cleans up on SIGTERM.
-        proc.send_signal(signal.SIGTERM)
+        _signal(proc, signal.SIGTERM)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal(proc, signal.SIGKILL)
         raise
 
 
