@@ -48,7 +48,7 @@ pub fn read_jobs(path: &Path) -> Result<Vec<Job>, Usage> {
 }
 
 /// The file an outcome is written to.
-fn outcome_path(results: &Path, kind: JobKind, submission_id: u64) -> PathBuf {
+pub(crate) fn outcome_path(results: &Path, kind: JobKind, submission_id: u64) -> PathBuf {
     match kind {
         JobKind::Autograde => results.join(format!("submission_{submission_id}.json")),
         JobKind::Feedback => results.join(format!("feedback_{submission_id}.json")),
@@ -58,7 +58,7 @@ fn outcome_path(results: &Path, kind: JobKind, submission_id: u64) -> PathBuf {
 /// Writes `text` to `path` through a temporary file renamed into place, so that a reader
 /// never sees half an outcome; on failure the temporary file is removed again (a full disk
 /// must not leave empty `.json.tmp` files behind).
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
@@ -69,7 +69,7 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Refuses, before anything is graded, a results dir that cannot take a file (read-only,
 /// full): outcomes of graded jobs would be lost.
-fn check_writable(results: &Path) -> Result<(), Usage> {
+pub(crate) fn check_writable(results: &Path) -> Result<(), Usage> {
     let probe = results.join(format!(".grader-write-check-{}", std::process::id()));
     let written = std::fs::write(&probe, b"grader checks that outcomes can be written here\n");
     let _ = std::fs::remove_file(&probe);
@@ -178,7 +178,7 @@ impl Summary {
 
 /// `grader batch`.
 pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
-    let loaded = load_config(cli, Some(&args.backend))?;
+    let mut loaded = load_config(cli, Some(&args.backend))?;
     let kind = if args.feedback {
         JobKind::Feedback
     } else {
@@ -215,6 +215,11 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     std::fs::create_dir_all(&args.results)
         .with_context(|| format!("cannot create results dir {}", args.results.display()))?;
     check_writable(&args.results)?;
+    // One warm worker per concurrent job unless local.warm_workers is set (no more than jobs).
+    let concurrent = args
+        .concurrency
+        .min(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
+    crate::serve::default_warm_workers(&mut loaded, concurrent);
     let exec = Arc::new(executor(&loaded).await?);
     let workers = loaded.config.local.warm_workers;
     if loaded.config.backend == grader_config::Backend::Local

@@ -857,3 +857,54 @@ fn submit_wait_prints_what_autograde_prints_with_the_same_exit_code_on_a_reused_
     assert_eq!(direct.status.code(), Some(2));
     assert_eq!(served.stderr, direct.stderr);
 }
+
+#[test]
+fn batch_and_serve_use_warm_workers_unless_local_warm_workers_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tool = stand_in_tool(d);
+    let config = course(d, "bob,alice", &tool, "");
+    let backends = |set: &[&str]| {
+        let results = d.join(format!("results-{}", set.len()));
+        let out = grader()
+            .arg("--config")
+            .arg(&config)
+            .args(set)
+            .args(["batch", "--progress", "none", "--results"])
+            .arg(&results)
+            .arg(d.join("svc/jobs.jsonl"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ["submission_1.json", "submission_2.json"].map(|f| {
+            let o: Value =
+                serde_json::from_slice(&std::fs::read(results.join(f)).unwrap()).unwrap();
+            // The stand-in is no Python console script: the warm backend runs it as a plain
+            // process and says so at the top of the log.
+            let fell_back = o["logs"]
+                .as_str()
+                .unwrap()
+                .starts_with("grader: no warm grading worker");
+            (o["backend"].as_str().unwrap().to_string(), fell_back)
+        })
+    };
+    let warm = ("local-warm".to_string(), true);
+    assert_eq!(backends(&[]), [warm.clone(), warm.clone()]);
+    let cold = ("local".to_string(), false);
+    assert_eq!(
+        backends(&["--set", "local.warm_workers=0"]),
+        [cold.clone(), cold]
+    );
+
+    // serve: the same rule, one warm worker per slot.
+    let service = Service::start(d, &config);
+    let reply = service.submit(&inline_job(&d.join("svc/jobs/bob.json")));
+    let done = service.wait(reply.json()["id"].as_str().unwrap());
+    assert_eq!(done["outcome"]["backend"], "local-warm");
+    assert_eq!(service.get("/readyz").json()["backend"], "local-warm");
+}
