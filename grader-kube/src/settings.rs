@@ -130,7 +130,7 @@ impl Default for KubeSettings {
             unschedulable_grace: Duration::from_secs(DEFAULT_UNSCHEDULABLE_GRACE),
             hardening: true,
             convert_executable: grader_model::DEFAULT_CONVERT_EXECUTABLE.to_owned(),
-            log_cap_bytes: usize::try_from(grader_local::executor::DEFAULT_LOG_CAP_BYTES)
+            log_cap_bytes: usize::try_from(grader_local::DEFAULT_LOG_CAP_BYTES)
                 .unwrap_or(usize::MAX),
         }
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::backend::{BackendOutput, MockGradingBackend};
+use crate::backend::{BackendOutput, GradingTask, MockGradingBackend};
 use crate::clock::MockClock;
 use crate::git::{ExportStats, GitError, MockGit};
 
@@ -526,24 +526,6 @@ async fn timings_come_from_the_clock() {
     assert_eq!(out.timings.fetch_ms, 10.0);
     assert_eq!(out.timings.grading_ms, 10.0);
     assert_eq!(out.duration_ms, 80, "start + 7 laps + end");
-}
-
-#[test]
-fn cell_timeouts_are_validated_and_clamped() {
-    assert!(CellTimeouts::new(0, 1, 2).is_err());
-    assert!(CellTimeouts::new(10, 10, 20).is_err());
-    assert!(CellTimeouts::new(10, 30, 20).is_err());
-    let t = CellTimeouts::new(10, 300, 1000).unwrap();
-    assert_eq!(t.effective(None), 300);
-    assert_eq!(t.effective(Some(5)), 10);
-    assert_eq!(t.effective(Some(50)), 50);
-    assert_eq!(t.effective(Some(5000)), 1000);
-    assert!(
-        CellTimeouts::new(10, 5, 20)
-            .unwrap_err()
-            .to_string()
-            .contains("default_cell_timeout = 5")
-    );
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use grader_model::{Assignment, Lecture, Submission};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::executor::Job;
+use crate::job::Job;
 
 /// A job file or line that cannot be used, naming where and which field.
 #[derive(Debug, thiserror::Error)]

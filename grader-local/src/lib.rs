@@ -5,19 +5,29 @@ pub mod backend;
 pub mod clock;
 pub mod executor;
 pub mod git;
+mod job;
 pub mod job_file;
 pub mod local;
 pub mod lock;
 pub mod logs;
+mod outcome;
 pub mod paths;
 pub mod process_tree;
 mod reaper;
+mod settings;
 pub mod warm;
 pub mod whitelist;
 
 pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, JobKind};
-pub use executor::{CellTimeouts, Executor, ExecutorConfig, Job, JobError, Outcome, Status};
+pub use executor::{Executor, GRADEBOOK_FILE};
 pub use git::{Git, ProcessGit};
+pub use grader_model::{CellTimeouts, InvalidTimeouts, UnsafePath};
+pub use job::{Job, JobError};
 pub use local::LocalBackend;
+pub use outcome::{Outcome, Status, Timings};
 pub use reaper::harden_process;
+pub use settings::{
+    DEFAULT_GIT_EXECUTABLE, DEFAULT_LOG_CAP_BYTES, DEFAULT_MAX_GRADING_TIME,
+    DEFAULT_RELATIVE_INPUT_PATH, DEFAULT_RELATIVE_OUTPUT_PATH, DEFAULT_SERVICE_DIR, ExecutorConfig,
+};
 pub use warm::{PoolSettings, WarmBackend, WarmError, WarmPool};

@@ -59,3 +59,26 @@ impl Default for CellTimeouts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_timeouts_are_validated_and_clamped() {
+        assert!(CellTimeouts::new(0, 1, 2).is_err());
+        assert!(CellTimeouts::new(10, 10, 20).is_err());
+        assert!(CellTimeouts::new(10, 30, 20).is_err());
+        let t = CellTimeouts::new(10, 300, 1000).unwrap();
+        assert_eq!(t.effective(None), 300);
+        assert_eq!(t.effective(Some(5)), 10);
+        assert_eq!(t.effective(Some(50)), 50);
+        assert_eq!(t.effective(Some(5000)), 1000);
+        assert!(
+            CellTimeouts::new(10, 5, 20)
+                .unwrap_err()
+                .to_string()
+                .contains("default_cell_timeout = 5")
+        );
+    }
+}

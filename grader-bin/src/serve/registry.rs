@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use grader_local::executor::Timings;
+use grader_local::Timings;
 use grader_local::{Job, JobKind, Outcome, Status};
 use grader_model::{AutoStatus, FeedbackStatus};
 use serde::{Serialize, Serializer};
