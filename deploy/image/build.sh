@@ -7,19 +7,19 @@
 #      (`pip download`) and installed inside the root file system (chroot) into the venv
 #      /opt/grader, offline from those files; the `python3` kernel spec; user grader, uid 1000;
 #   3. packed as an OCI image archive by oci-pack.py (one layer, config, manifest, index).
-# Cached by content: the name carries a hash of this script, requirements.txt and
-# oci-pack.py, so a changed recipe builds a new image and an unchanged one is instant:
+# The recipe is make-image.sh. Cached by content: the name carries a hash of make-image.sh,
+# requirements.txt and oci-pack.py, so a changed recipe builds a new image and an unchanged one is instant:
 #   ${GRADER_CACHE:-$HOME/.cache/grader}/image/grading-<hash>.oci.tar
 # Prints GRADER_GRADING_IMAGE=<reference> and GRADER_GRADING_IMAGE_ARCHIVE=<path>.
+# With --print it only prints them when the image is built, and exits 3 (building nothing)
+# when it is not.
 # Import it with: ctr -n k8s.io images import <archive> (kube-testkit does it for its node).
 # Needs root (debootstrap, chroot), debootstrap, tar, python3 with pip on the host.
 set -euo pipefail
 
-SUITE=bookworm
-MIRROR="${GRADER_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${GRADER_CACHE:-${HOME:?HOME is not set}/.cache/grader}/image"
-hash="$(cat "$here/build.sh" "$here/requirements.txt" "$here/oci-pack.py" | sha256sum | cut -c1-16)"
+hash="$(cat "$here/make-image.sh" "$here/requirements.txt" "$here/oci-pack.py" | sha256sum | cut -c1-16)"
 ref="grader.invalid/grading:$hash"
 archive="$cache/grading-$hash.oci.tar"
 
@@ -29,6 +29,10 @@ if [[ -f "$archive" ]]; then
     echo "GRADER_GRADING_IMAGE=$ref"
     echo "GRADER_GRADING_IMAGE_ARCHIVE=$archive"
     exit 0
+fi
+if [[ "${1:-}" == --print ]]; then
+    log "not built yet: $archive"
+    exit 3
 fi
 if [[ $EUID -ne 0 ]]; then
     log "ERROR: building the image needs root (debootstrap, chroot)"; exit 1
@@ -46,55 +50,10 @@ flock 9
 [[ -f "$archive" ]] && { echo "GRADER_GRADING_IMAGE=$ref"; echo "GRADER_GRADING_IMAGE_ARCHIVE=$archive"; exit 0; }
 
 work="$(mktemp -d "$cache/build-XXXXXX")"
-rootfs="$work/rootfs"
-cleanup() {
-    for m in "$rootfs/wheels" "$rootfs/proc" "$rootfs/dev"; do
-        mountpoint -q "$m" 2>/dev/null && umount -l "$m"
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
+trap 'rm -rf "$work"' EXIT
 start=$SECONDS
-log "debootstrap $SUITE (minbase + python3) from $MIRROR ..."
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-    "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
-    { tail -30 "$work/debootstrap.log" >&2; log "ERROR: debootstrap failed"; exit 1; }
-log "root file system ready after $((SECONDS - start)) s"
+bash "$here/make-image.sh" "$work" "$ref" "$archive.tmp"
 
-# The Python packages, fetched by the host's pip for the image's interpreter (cp311, glibc
-# of bookworm), then installed offline inside the root file system.
-py_version="$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-mkdir -p "$work/wheels" "$rootfs/wheels"
-log "pip download for Python $py_version ..."
-python3 -m pip download --quiet --dest "$work/wheels" --python-version "$py_version" \
-    --platform manylinux_2_36_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform linux_x86_64 --only-binary=:all: \
-    -r "$here/requirements.txt" pip
-mount --bind "$work/wheels" "$rootfs/wheels"
-mount -t proc proc "$rootfs/proc"
-mount --bind /dev "$rootfs/dev"
-cp "$here/requirements.txt" "$rootfs/tmp/requirements.txt"
-chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 sh -euc '
-    python3 -m venv /opt/grader
-    /opt/grader/bin/pip install --quiet --no-index --find-links /wheels --no-cache-dir \
-        --disable-pip-version-check -r /tmp/requirements.txt
-    /opt/grader/bin/python -m ipykernel install --prefix /opt/grader --name python3 >/dev/null
-    /opt/grader/bin/grader-convert --help >/dev/null
-    useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin grader
-    rm -f /tmp/requirements.txt
-    apt-get clean
-    rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/* /root/.cache
-    find /opt/grader -name __pycache__ -type d -prune -exec rm -rf {} +
-'
-umount -l "$rootfs/wheels" "$rootfs/proc" "$rootfs/dev"
-rmdir "$rootfs/wheels"
-log "Python packages installed after $((SECONDS - start)) s ($(du -sh "$rootfs" | cut -f1))"
-
-python3 "$here/oci-pack.py" "$rootfs" "$ref" "$archive.tmp" \
-    --user 1000:1000 --workdir /home/grader \
-    --env PATH=/opt/grader/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --env HOME=/home/grader --env PYTHONDONTWRITEBYTECODE=1 --env LANG=C.UTF-8 >/dev/null
 mv -f "$archive.tmp" "$archive"
 log "built $ref as $archive in $((SECONDS - start)) s ($(du -h "$archive" | cut -f1))"
 echo "GRADER_GRADING_IMAGE=$ref"

@@ -57,7 +57,11 @@ fn built(env: &str, file: &str, missing: &mut Vec<String>) -> PathBuf {
 
 /// The first of `candidates` that is an executable file.
 fn system(candidates: &[&str], missing: &mut Vec<String>) -> PathBuf {
-    match candidates.iter().map(PathBuf::from).find(|p| is_executable(p)) {
+    match candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_executable(p))
+    {
         Some(path) => path,
         None => {
             missing.push(candidates.join(" / "));

@@ -35,7 +35,9 @@ pub(super) fn remove_containers(ctr: &Path, socket: &Path) {
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(5);
         while ctr_cmd(&["tasks", "delete", "--force", id])
-            .map(|o| !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not found"))
+            .map(|o| {
+                !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not found")
+            })
             .unwrap_or(false)
             && Instant::now() < deadline
         {

@@ -36,6 +36,7 @@ pub(super) fn write_all(
     cp: &ControlPlane,
     binaries: &NodeBinaries,
     config: &RealNodeConfig,
+    node_ip: std::net::Ipv4Addr,
 ) -> Result<Files> {
     let write = |name: &str, contents: &str| -> Result<PathBuf> {
         let path = root.join(name);
@@ -67,7 +68,10 @@ pub(super) fn write_all(
             { "type": "loopback" }
         ]
     });
-    write("cni/10-grader.conflist", &serde_json::to_string_pretty(&cni)?)?;
+    write(
+        "cni/10-grader.conflist",
+        &serde_json::to_string_pretty(&cni)?,
+    )?;
 
     // containerd: everything under root; the CRI plugin with overlayfs, runc with the
     // cgroupfs driver (no systemd here), the locally built sandbox image.
@@ -95,7 +99,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_port = "0"
   enable_selinux = false
   disable_apparmor = true
-  restrict_oom_score_adj = false
+  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which this machine's root may lack
+  # (runc then fails with "failed to update /proc/self/oom_score_adj: Permission denied"):
+  # containerd clamps it to its own value instead.
+  restrict_oom_score_adj = true
   disable_cgroup = false
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -119,7 +126,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     let containerd_config = write("containerd.toml", &containerd)?;
 
     // kubelet: certificates from the control plane's CA, a kubeconfig, its configuration.
-    let (client, serving) = pki::kubelet_certs(cp.data_dir(), &config.node_name)?;
+    let (client, serving) = pki::kubelet_certs(cp.data_dir(), &config.node_name, node_ip)?;
     let serving_crt = write("kubelet/pki/kubelet.crt", &serving.cert)?;
     let serving_key = write("kubelet/pki/kubelet.key", &serving.key)?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -142,7 +149,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     let kubelet = json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": "127.0.0.1",
+        // The API server reaches kubelet (pods/log) at the node's InternalIP.
+        "address": node_ip.to_string(),
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",

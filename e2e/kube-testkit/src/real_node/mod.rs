@@ -149,7 +149,8 @@ impl RealNode {
         let started = Instant::now();
 
         // containerd, with the images.
-        let files = config::write_all(&root, cp, &node.binaries, &config)?;
+        let node_ip = node_ip()?;
+        let files = config::write_all(&root, cp, &node.binaries, &config, node_ip)?;
         let mut containerd = Command::new(&node.binaries.containerd);
         containerd.arg("--config").arg(&files.containerd_config);
         node.spawn("containerd", containerd, &root.join("containerd.log"))?;
@@ -159,16 +160,20 @@ impl RealNode {
         for archive in &images {
             node.import(archive)?;
         }
-        node.timings.insert("containerd + images", started.elapsed());
+        node.timings
+            .insert("containerd + images", started.elapsed());
 
         // kubelet, scheduler, controller-manager.
         let mut kubelet = Command::new(&node.binaries.kubelet);
         kubelet
             .arg(format!("--config={}", files.kubelet_config.display()))
-            .arg(format!("--kubeconfig={}", files.kubelet_kubeconfig.display()))
+            .arg(format!(
+                "--kubeconfig={}",
+                files.kubelet_kubeconfig.display()
+            ))
             .arg(format!("--root-dir={}", root.join("kubelet").display()))
             .arg(format!("--hostname-override={}", config.node_name))
-            .arg("--node-ip=127.0.0.1")
+            .arg(format!("--node-ip={node_ip}"))
             .arg("--v=2");
         node.spawn("kubelet", kubelet, &root.join("kubelet.log"))?;
         let [sched_port, cm_port] = free_ports::<2>()?;
@@ -183,7 +188,11 @@ impl RealNode {
             format!("--secure-port={sched_port}"),
             "--v=1".into(),
         ]);
-        node.spawn("kube-scheduler", scheduler, &root.join("kube-scheduler.log"))?;
+        node.spawn(
+            "kube-scheduler",
+            scheduler,
+            &root.join("kube-scheduler.log"),
+        )?;
         let data = cp.data_dir();
         let mut cm = Command::new(&node.binaries.kube_controller_manager);
         cm.args([
@@ -295,7 +304,10 @@ impl RealNode {
             let _ = std::fs::write(path, value);
         }
         if std::env::var("GRADER_TESTKIT_KEEP").as_deref() == Ok("1") {
-            eprintln!("kube-testkit: keeping node data in {}", dir.path().display());
+            eprintln!(
+                "kube-testkit: keeping node data in {}",
+                dir.path().display()
+            );
             let _ = dir.keep();
         } else if let Err(e) = dir.close() {
             tracing::warn!(error = %e, "could not remove the node's directory");
@@ -354,7 +366,13 @@ impl RealNode {
         let out = Command::new(&self.binaries.ctr)
             .arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", "k8s.io", "images", "import", "--no-unpack=false"])
+            .args([
+                "--namespace",
+                "k8s.io",
+                "images",
+                "import",
+                "--no-unpack=false",
+            ])
             .arg(archive)
             .output()
             .context("run ctr images import")?;
@@ -402,6 +420,25 @@ impl RealNode {
 impl Drop for RealNode {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The node's address: env `GRADER_NODE_IP`, else the host's address on its default route.
+/// kubelet refuses a loopback node IP ("nodeIP can't be loopback address": the Node would
+/// get no InternalIP, and the API server could not reach kubelet for logs).
+fn node_ip() -> Result<std::net::Ipv4Addr> {
+    if let Ok(ip) = std::env::var("GRADER_NODE_IP") {
+        return ip.parse().with_context(|| format!("GRADER_NODE_IP={ip}"));
+    }
+    // connect() on UDP sends nothing; it only picks the route and thus the source address.
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+    socket
+        .connect((std::net::Ipv4Addr::new(192, 0, 2, 255), 9))
+        .or_else(|_| socket.connect((std::net::Ipv4Addr::new(1, 1, 1, 1), 9)))
+        .context("no default route: set GRADER_NODE_IP to a non-loopback address of this host")?;
+    match socket.local_addr()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Ok(ip),
+        other => bail!("the host's address {other} cannot be a node IP: set GRADER_NODE_IP"),
     }
 }
 

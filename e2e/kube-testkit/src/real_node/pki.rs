@@ -59,8 +59,12 @@ fn leaf(
 
 /// The kubelet's client certificate (`CN=system:node:<node>`, `O=system:nodes`, what the
 /// API server's Node authorizer expects) and its serving certificate (127.0.0.1, localhost,
-/// the node name).
-pub(super) fn kubelet_certs(data: &Path, node: &str) -> Result<(Pem, Pem)> {
+/// the node name and IP).
+pub(super) fn kubelet_certs(
+    data: &Path,
+    node: &str,
+    node_ip: std::net::Ipv4Addr,
+) -> Result<(Pem, Pem)> {
     let ca = control_plane_ca(data)?;
     let client = leaf(
         &ca,
@@ -71,7 +75,12 @@ pub(super) fn kubelet_certs(data: &Path, node: &str) -> Result<(Pem, Pem)> {
     )?;
     let serving = leaf(
         &ca,
-        &["127.0.0.1".into(), "localhost".into(), node.to_string()],
+        &[
+            node_ip.to_string(),
+            "127.0.0.1".into(),
+            "localhost".into(),
+            node.to_string(),
+        ],
         node,
         None,
         ExtendedKeyUsagePurpose::ServerAuth,

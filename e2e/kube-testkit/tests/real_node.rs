@@ -1,0 +1,127 @@
+//! The real node of kube-testkit (containerd + runc + kubelet, scheduler, controller-manager):
+//! a pod of the grading image is scheduled by kube-scheduler, runs in a container as uid 1000,
+//! and its logs come from the real kubelet. Skips loudly when the node's programs or the
+//! grading image are missing (an error under `CI=true`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams, PostParams};
+use kube_testkit::{ControlPlane, RealNode, RealNodeConfig};
+use serde_json::json;
+
+/// The grading image archive of `deploy/image/build.sh --print`, or `None` (loudly).
+fn grading_image() -> Result<Option<(String, PathBuf)>> {
+    if let (Ok(image), Ok(archive)) = (
+        std::env::var("GRADER_GRADING_IMAGE"),
+        std::env::var("GRADER_GRADING_IMAGE_ARCHIVE"),
+    ) {
+        return Ok(Some((image, archive.into())));
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/image/build.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--print")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+    };
+    match (
+        out.status.success(),
+        get("GRADER_GRADING_IMAGE"),
+        get("GRADER_GRADING_IMAGE_ARCHIVE"),
+    ) {
+        (true, Some(image), Some(archive)) => Ok(Some((image, archive.into()))),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            bail!("the grading image is not built and CI=true: run `bash deploy/image/build.sh`")
+        }
+        _ => {
+            eprintln!("SKIPPED: the grading image is not built (bash deploy/image/build.sh)");
+            Ok(None)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_the_grading_image_runs_in_a_container_on_the_real_node() -> Result<()> {
+    let Some((image, archive)) = grading_image()? else {
+        return Ok(());
+    };
+    let Some(cp) = ControlPlane::start().await? else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let Some(node) = RealNode::start(
+        &cp,
+        RealNodeConfig {
+            images: vec![archive],
+            ..Default::default()
+        },
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    eprintln!(
+        "real node ready in {:?}: {:?}",
+        started.elapsed(),
+        node.timings
+    );
+    cp.create_namespace("smoke", true).await?;
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, "smoke");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "whoami" },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 1000,
+                                 "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "id -u; grader-convert --help | head -1"],
+                "securityContext": { "allowPrivilegeEscalation": false,
+                                     "capabilities": { "drop": ["ALL"] } }
+            }]
+        }
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pod = pods.get("whoami").await?;
+        let status = pod.status.clone().unwrap_or_default();
+        match status.phase.as_deref() {
+            Some("Succeeded") => break,
+            Some("Failed") => bail!("pod failed: {status:?}\n{}", node.log("kubelet")),
+            _ if Instant::now() > deadline => {
+                bail!(
+                    "pod not done: {status:?}\nkubelet:\n{}",
+                    tail(&node.log("kubelet"))
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let pod = pods.get("whoami").await?;
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(node.name()),
+        "bound by kube-scheduler"
+    );
+    let logs = pods
+        .logs("whoami", &LogParams::default())
+        .await
+        .context("pods/log through the kubelet")?;
+    assert!(logs.starts_with("1000\n"), "{logs}");
+    node.stop();
+    Ok(())
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
