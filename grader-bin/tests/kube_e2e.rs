@@ -846,7 +846,12 @@ impl GradingBackend for PodAlreadyRunning {
         task: &GradingTask,
         cancel: CancellationToken,
     ) -> Result<BackendOutput, BackendFailure> {
-        let fail = |e: String| BackendFailure::new(format!("test set-up: {e}"));
+        let fail = |e: String| {
+            BackendFailure::new(
+                grader_local::FailureKind::Infrastructure,
+                format!("test set-up: {e}"),
+            )
+        };
         let (pod, _) = grader_kube::build_pod(&self.settings, task, "cs101_image")
             .map_err(|e| fail(e.to_string()))?;
         let name = pod.metadata.name.clone().unwrap_or_default();

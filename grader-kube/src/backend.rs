@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use grader_local::logs::sanitize;
-use grader_local::{BackendFailure, BackendOutput, GradingBackend, GradingTask};
+use grader_local::{BackendFailure, BackendOutput, FailureKind, GradingBackend, GradingTask};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -165,10 +165,13 @@ impl KubeBackend {
             &self.settings.default_image_name,
         );
         let (pod, _warnings) = build_pod(&self.settings, task, &image).map_err(|e| {
-            BackendFailure::new(format!(
-                "cannot build the grading pod of submission {}: {e}",
-                task.submission.id
-            ))
+            BackendFailure::new(
+                FailureKind::InvalidJob,
+                format!(
+                    "cannot build the grading pod of submission {}: {e}",
+                    task.submission.id
+                ),
+            )
         })?;
         Ok(pod)
     }
@@ -436,9 +439,10 @@ impl GradingBackend for KubeBackend {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ns = self.api.namespace().to_owned();
         if cancel.is_cancelled() {
-            return Err(BackendFailure::new(format!(
-                "grading was cancelled before pod {name} in namespace {ns} was created"
-            )));
+            return Err(BackendFailure::new(
+                FailureKind::Cancelled,
+                format!("grading was cancelled before pod {name} in namespace {ns} was created"),
+            ));
         }
         let subscription = self.watcher().subscribe(&name);
         // Armed before the create request is sent: from then on the pod may exist.
@@ -448,22 +452,28 @@ impl GradingBackend for KubeBackend {
             armed: true,
         };
         let started = tokio::select! {
-            started = self.create_or_adopt(&pod, &subscription, task.resume) => started,
+            started = self.create_or_adopt(&pod, &subscription, task.resume) => started
+                .map_err(|(reason, nothing_created)| {
+                    (BackendFailure::new(FailureKind::Infrastructure, reason), nothing_created)
+                }),
             _ = cancel.cancelled() => Err((
-                format!("grading was cancelled before pod {name} in namespace {ns} started"),
+                BackendFailure::new(
+                    FailureKind::Cancelled,
+                    format!("grading was cancelled before pod {name} in namespace {ns} started"),
+                ),
                 false,
             )),
         };
         let started = match started {
             Ok(started) => started,
-            Err((reason, nothing_created)) => {
-                tracing::error!(pod = %name, namespace = %ns, %reason, "cannot start grading pod");
+            Err((failure, nothing_created)) => {
+                tracing::error!(pod = %name, namespace = %ns, reason = %failure.reason, "cannot start grading pod");
                 if nothing_created {
                     guard.disarm();
                 } else {
                     guard.delete().await;
                 }
-                return Err(BackendFailure::new(reason));
+                return Err(failure);
             }
         };
         subscription.mark_created();
@@ -492,11 +502,10 @@ impl GradingBackend for KubeBackend {
         guard.delete().await;
         match waited {
             Ok(PodOutcome::Succeeded) => Ok(BackendOutput { logs }),
-            Ok(PodOutcome::Failed { reason }) => Err(BackendFailure { reason, logs }),
-            Err(e) => Err(BackendFailure {
-                reason: e.to_string(),
-                logs,
-            }),
+            Ok(PodOutcome::Failed { kind, reason }) => {
+                Err(BackendFailure::new(kind, reason).with_logs(logs))
+            }
+            Err(e) => Err(BackendFailure::new(e.kind(), e.to_string()).with_logs(logs)),
         }
     }
 }

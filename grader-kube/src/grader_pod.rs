@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use grader_local::FailureKind;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,8 @@ pub enum PodOutcome {
     Succeeded,
     /// Phase `Failed`; `reason` names the pod and says why (exit code, eviction, deadline).
     Failed {
+        /// What kind of failure it is.
+        kind: FailureKind,
         /// Readable reason, e.g. `pod p in namespace n failed: container autograde exited
         /// with code 1 (Error)`.
         reason: String,
@@ -68,13 +71,25 @@ pub enum WaitError {
     },
 }
 
+impl WaitError {
+    /// What kind of failure it is.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            WaitError::TimedOut { .. } => FailureKind::TimedOut,
+            WaitError::Stopped { .. } => FailureKind::Cancelled,
+            WaitError::NotStarted { .. } => FailureKind::ToolNotStarted,
+            WaitError::Deleted { .. } => FailureKind::Infrastructure,
+        }
+    }
+}
+
 /// What a pod's status says, as far as waiting for it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodState {
     /// Finished successfully.
     Succeeded,
-    /// Finished unsuccessfully; the text completes "pod X in namespace Y ...".
-    Failed(String),
+    /// Finished unsuccessfully: the kind, and text that completes "pod X in namespace Y ...".
+    Failed(FailureKind, String),
     /// Being deleted before it succeeded.
     Terminating,
     /// Will never start: `InvalidImageName`, `ErrImageNeverPull`,
@@ -112,23 +127,39 @@ pub fn classify(pod: &Pod) -> PodState {
     };
     let message = status.message.as_deref().unwrap_or("").trim();
     if phase == "Failed" {
-        let text = match status.reason.as_deref() {
-            Some("Evicted") => format!("was evicted: {}", or_none(message)),
-            Some("DeadlineExceeded") => format!(
-                "exceeded its activeDeadlineSeconds (max_grading_time) and was stopped by Kubernetes: {}",
-                or_none(message)
+        let (kind, text) = match status.reason.as_deref() {
+            Some("Evicted") => (
+                FailureKind::Infrastructure,
+                format!("was evicted: {}", or_none(message)),
+            ),
+            Some("DeadlineExceeded") => (
+                FailureKind::TimedOut,
+                format!(
+                    "exceeded its activeDeadlineSeconds (max_grading_time) and was stopped by Kubernetes: {}",
+                    or_none(message)
+                ),
             ),
             reason => match terminated(status.container_statuses.as_deref()) {
-                Some(exit) => format!("failed: {exit}"),
-                None => match reason {
-                    Some(r) if !message.is_empty() => format!("failed: {r}: {message}"),
-                    Some(r) => format!("failed: {r}"),
-                    None if !message.is_empty() => format!("failed: {message}"),
-                    None => "failed".to_owned(),
-                },
+                Some((oom, exit)) => (
+                    if oom {
+                        FailureKind::OutOfMemory
+                    } else {
+                        FailureKind::ToolExited
+                    },
+                    format!("failed: {exit}"),
+                ),
+                None => (
+                    FailureKind::Infrastructure,
+                    match reason {
+                        Some(r) if !message.is_empty() => format!("failed: {r}: {message}"),
+                        Some(r) => format!("failed: {r}"),
+                        None if !message.is_empty() => format!("failed: {message}"),
+                        None => "failed".to_owned(),
+                    },
+                ),
             },
         };
-        return PodState::Failed(text);
+        return PodState::Failed(kind, text);
     }
 
     let statuses = status
@@ -178,7 +209,8 @@ fn or_none(message: &str) -> &str {
 
 /// "container autograde exited with code 1 (Error): message" for the grading container (or,
 /// failing that, the first terminated container).
-fn terminated(statuses: Option<&[ContainerStatus]>) -> Option<String> {
+/// How the grading container ended: whether it was killed for memory, and a text.
+fn terminated(statuses: Option<&[ContainerStatus]>) -> Option<(bool, String)> {
     let statuses = statuses?;
     let (name, t) = statuses
         .iter()
@@ -196,7 +228,7 @@ fn terminated(statuses: Option<&[ContainerStatus]>) -> Option<String> {
     {
         text.push_str(&format!(": {message}"));
     }
-    Some(text)
+    Some((t.reason.as_deref() == Some("OOMKilled"), text))
 }
 
 /// The time bounds of waiting.
@@ -339,11 +371,11 @@ impl GraderPod {
                     tracing::info!(pod = %self.name, namespace = %self.namespace, "pod succeeded");
                     return Ok(PodOutcome::Succeeded);
                 }
-                PodState::Failed(text) => {
+                PodState::Failed(kind, text) => {
                     let reason =
                         format!("pod {} in namespace {} {text}", self.name, self.namespace);
                     tracing::warn!(pod = %self.name, namespace = %self.namespace, %reason, "pod failed");
-                    return Ok(PodOutcome::Failed { reason });
+                    return Ok(PodOutcome::Failed { kind, reason });
                 }
                 PodState::Terminating => return Err(self.deleted()),
                 PodState::CannotStart(reason) => return Err(self.not_started(reason)),

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use grader_kube::{PodState, classify};
+use grader_local::FailureKind;
 use serde_json::json;
 
 #[test]
@@ -11,7 +12,10 @@ fn finished_pods() {
     assert_eq!(classify(&pod("u", succeeded())), PodState::Succeeded);
     assert_eq!(
         classify(&pod("u", exited(2))),
-        PodState::Failed("failed: container autograde exited with code 2 (Error)".into())
+        PodState::Failed(
+            FailureKind::ToolExited,
+            "failed: container autograde exited with code 2 (Error)".into()
+        )
     );
     let oom = json!({"phase": "Failed", "containerStatuses": [{
         "name": "autograde", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
@@ -20,20 +24,27 @@ fn finished_pods() {
     assert_eq!(
         classify(&pod("u", oom)),
         PodState::Failed(
+            FailureKind::OutOfMemory,
             "failed: container autograde exited with code 137 (OOMKilled): out of memory".into()
         )
     );
     assert_eq!(
         classify(&pod("u", failed_with("Evicted", ""))),
-        PodState::Failed("was evicted: (no message)".into())
+        PodState::Failed(
+            FailureKind::Infrastructure,
+            "was evicted: (no message)".into()
+        )
     );
     assert_eq!(
         classify(&pod("u", failed_with("NodeLost", "node went away"))),
-        PodState::Failed("failed: NodeLost: node went away".into())
+        PodState::Failed(
+            FailureKind::Infrastructure,
+            "failed: NodeLost: node went away".into()
+        )
     );
     assert_eq!(
         classify(&pod("u", json!({"phase": "Failed"}))),
-        PodState::Failed("failed".into())
+        PodState::Failed(FailureKind::Infrastructure, "failed".into())
     );
 }
 

@@ -7,6 +7,8 @@ use async_trait::async_trait;
 use grader_model::{Assignment, Lecture, Submission};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::failure::FailureKind;
+
 /// Which run of the grading tool a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +90,8 @@ pub struct BackendOutput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct BackendFailure {
+    /// What kind of failure it is.
+    pub kind: FailureKind,
     /// Why, readable by a course operator (`grading exceeded max_grading_time of 60s`).
     pub reason: String,
     /// What the tool printed before it failed, if anything.
@@ -95,12 +99,43 @@ pub struct BackendFailure {
 }
 
 impl BackendFailure {
-    /// A failure with a reason and no logs.
-    pub fn new(reason: impl Into<String>) -> Self {
+    /// A failure of `kind` with a reason and no logs.
+    pub fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
         BackendFailure {
+            kind,
             reason: reason.into(),
             logs: String::new(),
         }
+    }
+
+    /// The same failure with the tool's output.
+    pub fn with_logs(mut self, logs: String) -> Self {
+        self.logs = logs;
+        self
+    }
+
+    /// Grading ran past `max_grading_time` (the one wording of every backend).
+    pub fn timed_out(max_grading_time: Duration) -> Self {
+        Self::new(
+            FailureKind::TimedOut,
+            format!(
+                "grading exceeded max_grading_time of {}s and was killed",
+                max_grading_time.as_secs()
+            ),
+        )
+    }
+
+    /// The job was cancelled.
+    pub fn cancelled() -> Self {
+        Self::new(FailureKind::Cancelled, "grading was cancelled")
+    }
+
+    /// The tool `tool` ended with `status` (not success).
+    pub fn tool_exited(tool: &str, status: std::process::ExitStatus) -> Self {
+        Self::new(
+            FailureKind::ToolExited,
+            format!("grading tool {tool:?} failed: {status}"),
+        )
     }
 }
 

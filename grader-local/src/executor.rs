@@ -18,9 +18,10 @@ use tracing::Instrument;
 
 use crate::backend::{BackendFailure, GradingBackend, JobKind};
 use crate::clock::{Clock, SystemClock};
+use crate::failure::FailureKind;
 use crate::git::Git;
 use crate::job::{Job, JobError};
-use crate::lock::WorkLock;
+use crate::lock::{LockError, WorkLock};
 use crate::logs::LogBuffer;
 use crate::outcome::{Outcome, Status, Timings};
 use crate::paths::{JobPaths, RepoType};
@@ -38,11 +39,29 @@ pub struct Executor {
     clock: Arc<dyn Clock>,
 }
 
-struct Failed(String);
+/// Why the pipeline stopped: the kind of failure and what happened.
+struct Failed {
+    kind: FailureKind,
+    message: String,
+}
 
-impl<E: std::fmt::Display> From<E> for Failed {
-    fn from(e: E) -> Self {
-        Failed(e.to_string())
+impl Failed {
+    fn new(kind: FailureKind, message: impl std::fmt::Display) -> Self {
+        Failed {
+            kind,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// `result.or_fail(kind)`: an error of any readable type as a failure of `kind`.
+trait OrFail<T> {
+    fn or_fail(self, kind: FailureKind) -> Result<T, Failed>;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, kind: FailureKind) -> Result<T, Failed> {
+        self.map_err(|e| Failed::new(kind, e))
     }
 }
 
@@ -142,7 +161,7 @@ impl Executor {
         tracing::info!(backend = self.backend.name(), "starting");
 
         let result = match self.check(job, kind) {
-            Err(e) => Err(Failed(e.to_string())),
+            Err(e) => Err(Failed::new(FailureKind::InvalidJob, e)),
             Ok(paths) => match self.lock(&paths, &mut run, &cancel).await {
                 Err(e) => Err(e),
                 Ok(_lock) => {
@@ -164,20 +183,19 @@ impl Executor {
             .as_millis()
             .try_into()
             .unwrap_or(u64::MAX);
-        let (status, error) = match (&result, kind) {
-            (Ok(()), JobKind::Autograde) => (Status::Auto(AutoStatus::AutomaticallyGraded), None),
-            (Ok(()), JobKind::Feedback) => (Status::Feedback(FeedbackStatus::Generated), None),
-            (Err(Failed(e)), JobKind::Autograde) => {
-                (Status::Auto(AutoStatus::GradingFailed), Some(e.clone()))
-            }
-            (Err(Failed(e)), JobKind::Feedback) => (
-                Status::Feedback(FeedbackStatus::GenerationFailed),
-                Some(e.clone()),
-            ),
+        let status = match (result.is_ok(), kind) {
+            (true, JobKind::Autograde) => Status::Auto(AutoStatus::AutomaticallyGraded),
+            (true, JobKind::Feedback) => Status::Feedback(FeedbackStatus::Generated),
+            (false, JobKind::Autograde) => Status::Auto(AutoStatus::GradingFailed),
+            (false, JobKind::Feedback) => Status::Feedback(FeedbackStatus::GenerationFailed),
+        };
+        let (failure, error) = match result {
+            Ok(()) => (None, None),
+            Err(Failed { kind, message }) => (Some(kind), Some(message)),
         };
         if let Some(e) = &error {
             run.logs.push_line(&format!("grader: job failed: {e}"));
-            tracing::warn!(error = %e, duration_ms, "failed");
+            tracing::warn!(error = %e, failure = ?failure, duration_ms, "failed");
         } else {
             tracing::info!(duration_ms, "done");
         }
@@ -204,6 +222,7 @@ impl Executor {
             timings: run.timings,
             branch: run.branch,
             commit: run.commit,
+            failure,
             error,
             logs: run.logs.into_string(),
             gradebook: run.gradebook.map(|g| g.to_value()),
@@ -223,7 +242,11 @@ impl Executor {
             tracing::info!(lock = %paths.lock_file.display(), "waiting for another run of this submission");
             waited.store(true, std::sync::atomic::Ordering::Relaxed);
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            LockError::Cancelled => Failed::new(FailureKind::Cancelled, e),
+            LockError::Io { .. } => Failed::new(FailureKind::Workdir, e),
+        })?;
         if waited.load(std::sync::atomic::Ordering::Relaxed) {
             run.logs.push_line(
                 "grader: waited for another run of this submission to finish before grading",
@@ -245,10 +268,12 @@ impl Executor {
         for dir in [&paths.input_dir, &paths.output_dir] {
             if dir.exists() {
                 std::fs::remove_dir_all(dir)
-                    .map_err(|e| format!("could not clean {}: {e}", dir.display()))?;
+                    .map_err(|e| format!("could not clean {}: {e}", dir.display()))
+                    .or_fail(FailureKind::Workdir)?;
             }
             std::fs::create_dir_all(dir)
-                .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+                .map_err(|e| format!("could not create {}: {e}", dir.display()))
+                .or_fail(FailureKind::Workdir)?;
         }
         run.timings.prepare_ms = run.lap();
         stop_if_cancelled(cancel)?;
@@ -258,7 +283,8 @@ impl Executor {
             .git
             .export(&repo, &rev, &paths.input_dir)
             .await
-            .map_err(|e| format!("could not fetch the submission: {e}"))?;
+            .map_err(|e| format!("could not fetch the submission: {e}"))
+            .or_fail(FailureKind::Workdir)?;
         for skipped in &stats.skipped {
             run.logs.push_line(&format!(
                 "grader: skipped {skipped:?} in the submission (not a plain file)"
@@ -269,7 +295,8 @@ impl Executor {
 
         let gradebook_path = paths.output_dir.join(GRADEBOOK_FILE);
         std::fs::write(&gradebook_path, gradebook.to_vec_pretty())
-            .map_err(|e| format!("could not write {}: {e}", gradebook_path.display()))?;
+            .map_err(|e| format!("could not write {}: {e}", gradebook_path.display()))
+            .or_fail(FailureKind::Workdir)?;
         run.timings.gradebook_ms = run.lap();
         Ok(())
     }
@@ -294,10 +321,12 @@ impl Executor {
                 }
                 gb
             }
-            JobKind::Feedback => job
-                .submission_gradebook
-                .clone()
-                .ok_or_else(|| "feedback needs the submission's gradebook".to_string())?,
+            JobKind::Feedback => job.submission_gradebook.clone().ok_or_else(|| {
+                Failed::new(
+                    FailureKind::InvalidJob,
+                    "feedback needs the submission's gradebook",
+                )
+            })?,
         };
         let gradebook_path = paths.output_dir.join(GRADEBOOK_FILE);
 
@@ -324,9 +353,9 @@ impl Executor {
         run.timings.grading_ms = run.lap();
         match graded {
             Ok(out) => run.logs.push(out.logs.as_bytes()),
-            Err(BackendFailure { reason, logs }) => {
+            Err(BackendFailure { kind, reason, logs }) => {
                 run.logs.push(logs.as_bytes());
-                return Err(Failed(reason));
+                return Err(Failed::new(kind, reason));
             }
         }
         stop_if_cancelled(cancel)?;
@@ -349,11 +378,14 @@ impl Executor {
             let graded = read_graded(&gradebook_path, &gradebook)?;
             let total = graded.score() * sub.score_scaling;
             if !total.is_finite() {
-                return Err(Failed(format!(
-                    "the score {} times submission.score_scaling {} is not a finite number",
-                    graded.score(),
-                    sub.score_scaling
-                )));
+                return Err(Failed::new(
+                    FailureKind::InvalidJob,
+                    format!(
+                        "the score {} times submission.score_scaling {} is not a finite number",
+                        graded.score(),
+                        sub.score_scaling
+                    ),
+                ));
             }
             run.gradebook = Some(graded);
         } else {
@@ -361,7 +393,8 @@ impl Executor {
         }
         run.timings.score_ms = run.lap();
 
-        let files = whitelisted_files(&paths.output_dir, &patterns)?;
+        let files =
+            whitelisted_files(&paths.output_dir, &patterns).or_fail(FailureKind::Workdir)?;
         let commit = self
             .git
             .commit_files(
@@ -372,7 +405,8 @@ impl Executor {
                 &sub.commit_hash,
             )
             .await
-            .map_err(|e| format!("could not commit the results: {e}"))?;
+            .map_err(|e| format!("could not commit the results: {e}"))
+            .or_fail(FailureKind::Workdir)?;
         run.branch = Some(branch);
         run.commit = Some(commit);
         run.timings.commit_ms = run.lap();
@@ -384,14 +418,17 @@ impl Executor {
 /// from (see [`Gradebook::check_graded`]).
 fn read_graded(path: &Path, given: &Gradebook) -> Result<Gradebook, Failed> {
     let bytes = std::fs::read(path)
-        .map_err(|e| format!("could not read {} after grading: {e}", path.display()))?;
-    let graded = Gradebook::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{} after grading is not a valid gradebook: {e}",
-            path.display()
-        )
-    })?;
-    graded.check_graded(given)?;
+        .map_err(|e| format!("could not read {} after grading: {e}", path.display()))
+        .or_fail(FailureKind::InvalidGradebook)?;
+    let graded = Gradebook::from_slice(&bytes)
+        .map_err(|e| {
+            format!(
+                "{} after grading is not a valid gradebook: {e}",
+                path.display()
+            )
+        })
+        .or_fail(FailureKind::InvalidGradebook)?;
+    graded.check_graded(given).or_fail(FailureKind::Tampered)?;
     Ok(graded)
 }
 
@@ -432,7 +469,7 @@ fn input_source(kind: JobKind, sub: &Submission, paths: &JobPaths) -> (PathBuf, 
 
 fn stop_if_cancelled(cancel: &CancellationToken) -> Result<(), Failed> {
     if cancel.is_cancelled() {
-        Err(Failed("cancelled".into()))
+        Err(Failed::new(FailureKind::Cancelled, "cancelled"))
     } else {
         Ok(())
     }

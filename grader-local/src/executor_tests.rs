@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::backend::{BackendOutput, GradingTask, MockGradingBackend};
+use crate::backend::{BackendOutput, FailureKind, GradingTask, MockGradingBackend};
 use crate::clock::MockClock;
 use crate::git::{ExportStats, GitError, MockGit};
 
@@ -340,6 +340,7 @@ async fn a_failed_fetch_fails_the_job_and_cleans_up() {
         "{err}"
     );
     assert!(out.logs.contains(&err));
+    assert_eq!(out.failure, Some(FailureKind::Workdir));
     assert!(!dir.path().join("convert_in/submission_42").exists());
 }
 
@@ -352,6 +353,7 @@ async fn a_failed_grading_run_keeps_its_logs_and_commits_nothing() {
     backend.expect_name().return_const("mock".to_string());
     backend.expect_run().times(1).returning(|_, _| {
         Err(BackendFailure {
+            kind: FailureKind::ToolExited,
             reason: "grading tool exited with 1".into(),
             logs: "Traceback: boom".into(),
         })
@@ -361,6 +363,11 @@ async fn a_failed_grading_run_keeps_its_logs_and_commits_nothing() {
     assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
     assert!(out.logs.contains("Traceback: boom"));
     assert!(out.logs.contains("grading tool exited with 1"));
+    assert_eq!(
+        out.failure,
+        Some(FailureKind::ToolExited),
+        "the backend's kind"
+    );
     assert_eq!(out.score, None);
     assert_eq!(out.branch, None);
 }
@@ -383,6 +390,7 @@ async fn a_failed_commit_fails_the_job() {
     let out = exec.autograde(&job, CancellationToken::new()).await;
     assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
     assert!(out.error.unwrap().contains("could not commit the results"));
+    assert_eq!(out.failure, Some(FailureKind::Workdir));
 }
 
 #[tokio::test]
@@ -400,6 +408,7 @@ async fn an_unreadable_gradebook_after_grading_fails_the_job_and_commits_nothing
     let out = exec.autograde(&job, CancellationToken::new()).await;
     assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
     assert!(out.error.unwrap().contains("not a valid gradebook"));
+    assert_eq!(out.failure, Some(FailureKind::InvalidGradebook));
 }
 
 #[tokio::test]
@@ -414,6 +423,7 @@ async fn a_cancelled_job_stops_before_grading() {
     let exec = Executor::new(config, Arc::new(git), Arc::new(backend));
     let out = exec.autograde(&job, cancel).await;
     assert_eq!(out.error.as_deref(), Some("cancelled"));
+    assert_eq!(out.failure, Some(FailureKind::Cancelled));
 }
 
 #[tokio::test]
@@ -612,6 +622,7 @@ async fn a_forged_gradebook_fails_the_job_as_tampered_and_commits_nothing() {
         );
         let error = out.error.unwrap();
         assert!(error.contains("tampered"), "{field}: {error}");
+        assert_eq!(out.failure, Some(FailureKind::Tampered));
         assert!(
             error.contains(&format!("grades_dict.q1.{field}")),
             "{error}"
@@ -637,6 +648,7 @@ async fn a_score_scaling_that_would_overflow_or_is_negative_is_refused_before_an
         let exec = Executor::new(config, Arc::new(MockGit::new()), Arc::new(backend));
         let out = exec.autograde(&job, CancellationToken::new()).await;
         assert_eq!(out.status, Status::Auto(AutoStatus::GradingFailed));
+        assert_eq!(out.failure, Some(FailureKind::InvalidJob));
         assert_eq!(out.score, None);
     }
 }

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod clock;
 pub mod executor;
+mod failure;
 pub mod git;
 mod job;
 pub mod job_file;
@@ -20,6 +21,7 @@ pub mod whitelist;
 
 pub use backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask, JobKind};
 pub use executor::{Executor, GRADEBOOK_FILE};
+pub use failure::FailureKind;
 pub use git::{Git, ProcessGit};
 pub use grader_model::{CellTimeouts, InvalidTimeouts, UnsafePath};
 pub use job::{Job, JobError};

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask};
+use crate::backend::{BackendFailure, BackendOutput, FailureKind, GradingBackend, GradingTask};
 use crate::logs::LogBuffer;
 use crate::reaper::{self, Reaper, Spawned, ToolCommand, harden_process};
 
@@ -67,14 +67,17 @@ impl LocalBackend {
     }
 
     fn start_failure(&self, e: std::io::Error) -> BackendFailure {
-        BackendFailure::new(if e.kind() == std::io::ErrorKind::NotFound {
-            format!(
-                "grading tool {:?} was not found (convert_executable)",
-                self.executable
-            )
-        } else {
-            format!("could not start grading tool {:?}: {e}", self.executable)
-        })
+        BackendFailure::new(
+            FailureKind::ToolNotStarted,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "grading tool {:?} was not found (convert_executable)",
+                    self.executable
+                )
+            } else {
+                format!("could not start grading tool {:?}: {e}", self.executable)
+            },
+        )
     }
 }
 
@@ -122,12 +125,6 @@ impl GradingBackend for LocalBackend {
             cwd: task.input_dir.clone(),
         };
         let deadline = Instant::now() + task.max_grading_time;
-        let over_time = || {
-            format!(
-                "grading exceeded max_grading_time of {}s and was killed",
-                task.max_grading_time.as_secs()
-            )
-        };
         tracing::info!(executable = %self.executable, ?args, "starting grading tool");
         let logs = Arc::new(Mutex::new(LogBuffer::new(self.log_cap)));
         let (mut reaper, readers) = tokio::select! {
@@ -135,10 +132,10 @@ impl GradingBackend for LocalBackend {
                 started.map_err(|e| self.start_failure(e))?
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(BackendFailure::new(over_time()));
+                return Err(BackendFailure::timed_out(task.max_grading_time));
             }
             _ = cancel.cancelled() => {
-                return Err(BackendFailure::new("grading was cancelled"));
+                return Err(BackendFailure::cancelled());
             }
         };
 
@@ -146,8 +143,8 @@ impl GradingBackend for LocalBackend {
         // may hold them open.
         let ended = tokio::select! {
             status = reaper.exited() => Ok(status),
-            _ = tokio::time::sleep_until(deadline) => Err(over_time()),
-            _ = cancel.cancelled() => Err("grading was cancelled".to_string()),
+            _ = tokio::time::sleep_until(deadline) => Err(BackendFailure::timed_out(task.max_grading_time)),
+            _ = cancel.cancelled() => Err(BackendFailure::cancelled()),
         };
         reaper.end().await;
         // Every writer of the pipes is dead now; what they wrote is still read, briefly.
@@ -160,15 +157,13 @@ impl GradingBackend for LocalBackend {
         let logs = take(&logs);
         match ended {
             Ok(Ok(s)) if s.success() => Ok(BackendOutput { logs }),
-            Ok(Ok(s)) => Err(BackendFailure {
-                reason: format!("grading tool {:?} failed: {s}", self.executable),
-                logs,
-            }),
-            Ok(Err(e)) => Err(BackendFailure {
-                reason: format!("could not wait for grading tool: {e}"),
-                logs,
-            }),
-            Err(reason) => Err(BackendFailure { reason, logs }),
+            Ok(Ok(s)) => Err(BackendFailure::tool_exited(&self.executable, s).with_logs(logs)),
+            Ok(Err(e)) => Err(BackendFailure::new(
+                FailureKind::Infrastructure,
+                format!("could not wait for grading tool: {e}"),
+            )
+            .with_logs(logs)),
+            Err(failure) => Err(failure.with_logs(logs)),
         }
     }
 }

@@ -4,6 +4,7 @@ use grader_model::{AutoStatus, FeedbackStatus};
 use serde::Serialize;
 
 use crate::backend::JobKind;
+use crate::failure::FailureKind;
 
 /// The outcome status: an auto status for autograding, a feedback status for feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,7 +55,9 @@ pub struct Outcome {
     /// The branch results were committed to, and the commit.
     pub branch: Option<String>,
     pub commit: Option<String>,
-    /// Why the job failed, when it did.
+    /// What kind of failure ended the job, when it failed (machine-readable).
+    pub failure: Option<FailureKind>,
+    /// Why the job failed, when it did (readable).
     pub error: Option<String>,
     /// The tool's output and the pipeline's notes, NUL-free and capped.
     pub logs: String,

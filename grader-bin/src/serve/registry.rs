@@ -589,6 +589,7 @@ fn unstarted_outcome(info: &JobInfo, backend: String, why: String) -> Outcome {
         timings: Timings::default(),
         branch: None,
         commit: None,
+        failure: Some(grader_local::FailureKind::Cancelled),
         error: Some(why),
         logs: String::new(),
         gradebook: None,

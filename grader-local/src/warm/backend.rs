@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pool::{PoolSettings, WarmPool};
 use super::worker::{JobRequest, RunEnd, WorkerSpec};
-use crate::backend::{BackendFailure, BackendOutput, GradingBackend, GradingTask};
+use crate::backend::{BackendFailure, BackendOutput, FailureKind, GradingBackend, GradingTask};
 use crate::local::{LocalBackend, passed_env};
 
 /// Runs the grading tool on warm workers with the contract of [`LocalBackend`]: same
@@ -106,10 +106,10 @@ impl WarmBackend {
             Ok(out) => Ok(BackendOutput {
                 logs: note + &out.logs,
             }),
-            Err(f) => Err(BackendFailure {
-                reason: f.reason,
-                logs: note + &f.logs,
-            }),
+            Err(f) => {
+                let logs = note + &f.logs;
+                Err(f.with_logs(logs))
+            }
         }
     }
 }
@@ -137,14 +137,17 @@ impl GradingBackend for WarmBackend {
             return self.cold_run(task, cancel, why).await;
         };
         let Some(cwd) = task.input_dir.to_str() else {
-            return Err(BackendFailure::new(format!(
-                "the input directory {} is not valid UTF-8",
-                task.input_dir.display()
-            )));
+            return Err(BackendFailure::new(
+                FailureKind::Workdir,
+                format!(
+                    "the input directory {} is not valid UTF-8",
+                    task.input_dir.display()
+                ),
+            ));
         };
         let lease = tokio::select! {
             lease = pool.checkout() => lease,
-            _ = cancel.cancelled() => return Err(BackendFailure::new("grading was cancelled")),
+            _ = cancel.cancelled() => return Err(BackendFailure::cancelled()),
         };
         let mut lease = match lease {
             Ok(lease) => lease,
@@ -187,23 +190,13 @@ impl GradingBackend for WarmBackend {
                         if status.success() {
                             Ok(BackendOutput { logs })
                         } else {
-                            Err(BackendFailure {
-                                reason: format!("grading tool {:?} failed: {status}", self.tool),
-                                logs,
-                            })
+                            Err(BackendFailure::tool_exited(&self.tool, status).with_logs(logs))
                         }
                     }
-                    RunEnd::TimedOut => Err(BackendFailure {
-                        reason: format!(
-                            "grading exceeded max_grading_time of {}s and was killed",
-                            task.max_grading_time.as_secs()
-                        ),
-                        logs,
-                    }),
-                    RunEnd::Cancelled => Err(BackendFailure {
-                        reason: "grading was cancelled".into(),
-                        logs,
-                    }),
+                    RunEnd::TimedOut => {
+                        Err(BackendFailure::timed_out(task.max_grading_time).with_logs(logs))
+                    }
+                    RunEnd::Cancelled => Err(BackendFailure::cancelled().with_logs(logs)),
                 }
             }
             Err(fault) => {
@@ -211,10 +204,10 @@ impl GradingBackend for WarmBackend {
                 pool.give_back(lease, true);
                 if fault.started {
                     // The job's code may have run: running it again is not ours to decide.
-                    Err(BackendFailure {
-                        reason: fault.detail,
-                        logs,
-                    })
+                    Err(
+                        BackendFailure::new(FailureKind::Infrastructure, fault.detail)
+                            .with_logs(logs),
+                    )
                 } else {
                     drop(log);
                     self.cold_run(task, cancel, &fault.detail).await
