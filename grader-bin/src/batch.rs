@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{BatchArgs, Cli, Progress};
-use crate::wiring::{executor, executor_config, interrupt_token, load_config, outcome_json};
+use crate::wiring::{executor, interrupt_token, load_config, outcome_json, warm_by_default};
 use crate::{Exit, Usage};
 
 /// Reads and checks every line of a JSONL job file; all problems are reported together.
@@ -185,7 +185,7 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
         JobKind::Autograde
     };
     let mut jobs = read_jobs(&args.jobs)?;
-    let pipeline = executor_config(&loaded.config)?;
+    let pipeline = &loaded.settings.executor;
     let mut problems = Vec::new();
     let mut seen = BTreeMap::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -219,12 +219,17 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     let concurrent = args
         .concurrency
         .min(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
-    crate::serve::default_warm_workers(&mut loaded, concurrent);
+    warm_by_default(&mut loaded, concurrent);
     let exec = Arc::new(executor(&loaded).await?);
-    let workers = loaded.config.local.warm_workers;
-    if loaded.config.backend == grader_config::Backend::Local
+    let workers = loaded
+        .settings
+        .local
+        .warm
+        .as_ref()
+        .map_or(0, |w| w.pool.workers);
+    if loaded.settings.backend == grader_config::Backend::Local
         && workers > 0
-        && args.concurrency > workers
+        && args.concurrency as usize > workers
     {
         tracing::warn!(
             "--concurrency {} is more than local.warm_workers = {workers}: at most {workers} jobs grade at once",

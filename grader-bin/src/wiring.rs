@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use grader_config::{Backend, ConfigLoader, GraderConfig, Loaded, Overrides, Settings};
+use grader_config::{Backend, ConfigLoader, Layer, Loaded, MAX_WARM_WORKERS, Overrides, Settings};
 use grader_local::job_file::load_job;
 use grader_local::{
-    Executor, ExecutorConfig, GradingBackend, JobKind, LocalBackend, Outcome, ProcessGit,
-    WarmBackend,
+    Executor, GradingBackend, JobKind, LocalBackend, Outcome, ProcessGit, WarmBackend,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -165,10 +164,24 @@ fn checked_program(loaded: &Loaded, key: &str, program: &Path) -> Result<PathBuf
     })
 }
 
-/// The pipeline settings of a configuration (as [`Loaded::settings`] has them; for callers that
-/// hold only the configuration).
-pub fn executor_config(cfg: &GraderConfig) -> Result<ExecutorConfig, Usage> {
-    Ok(Settings::from_config(cfg)?.executor)
+/// `grader serve` and `grader batch` keep the grading tool imported between jobs: when no
+/// layer set `local.warm_workers`, they get one warm worker per job graded at once
+/// (`concurrency`, at most [`MAX_WARM_WORKERS`]); see [`Settings::with_default_warm_workers`].
+/// A setting from any layer, `0` included, wins; without a usable worker jobs still run as
+/// plain processes (the pool's fallback).
+pub fn warm_by_default(loaded: &mut Loaded, concurrency: u32) {
+    let explicit = loaded.layer_of("local.warm_workers") != Layer::Default;
+    let workers = concurrency.clamp(1, MAX_WARM_WORKERS) as usize;
+    if !explicit && loaded.settings.backend == Backend::Local {
+        tracing::debug!(
+            workers,
+            "local.warm_workers is not set: one warm worker per concurrent job"
+        );
+    }
+    loaded.settings = loaded
+        .settings
+        .clone()
+        .with_default_warm_workers(workers, explicit);
 }
 
 /// The configured backend.
@@ -198,8 +211,7 @@ pub async fn backend(settings: &Settings) -> Result<Arc<dyn GradingBackend>, Usa
 
 /// The pipeline of a loaded configuration over its git and backend (see [`executor_from`]).
 pub async fn executor(loaded: &Loaded) -> Result<Executor, Usage> {
-    // From the configuration rather than `loaded.settings`: a command may have adjusted it.
-    executor_from(loaded, Settings::from_config(&loaded.config)?).await
+    executor_from(loaded, loaded.settings.clone()).await
 }
 
 /// The pipeline over `settings` (those of `loaded`, perhaps adjusted by the command, such as

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::cli::{Cli, SubmitArgs};
-use crate::wiring::{executor_config, interrupt_token, load_config};
+use crate::wiring::{interrupt_token, load_config};
 use crate::{Exit, Usage};
 
 /// Seconds one long-poll asks the service to wait.
@@ -194,7 +194,9 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<Exit, Usage> {
         .with_context(|| format!("cannot read job file {origin}"))?;
     let base = args.job.parent().unwrap_or(Path::new("."));
     let job = parse_job(&text, base, &origin)?;
-    executor_config(&loaded.config)?
+    loaded
+        .settings
+        .executor
         .check(&job, kind)
         .with_context(|| format!("job file {origin}"))?;
     let body = serde_json::to_vec(&inline_gradebooks(&text, base, &origin)?)

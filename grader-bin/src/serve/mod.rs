@@ -6,19 +6,20 @@
 //! * [`server`]: start-up (configuration, Unix socket with mode 0660, optional TCP listener
 //!   with a bearer token, the executor) and graceful shutdown on SIGTERM/SIGINT;
 //! * [`api`]: the HTTP/1.1 + JSON routes under `/v1`, the probes and the error answers;
+//! * [`metrics`]: `GET /metrics` in the Prometheus text format;
+//! * [`page`]: `GET /`, the status page for people, and the JSON it polls;
 //! * [`registry`]: jobs and their states, one run per submission, commit and kind at a time,
 //!   the bounded queue, retention, and a read-only [`registry::Snapshot`] for status pages and
 //!   metrics;
 //! * [`runner`]: bounded concurrency over the shared executor, outcome files;
-//! * [`warm`]: warm workers on by default (shared with `grader batch`);
 //! * [`client`]: `grader submit`.
 
 pub mod api;
 pub mod client;
+pub mod metrics;
+pub mod page;
 pub mod registry;
 pub mod runner;
 pub mod server;
-pub mod warm;
 
 pub use server::run as serve;
-pub use warm::default_warm_workers;

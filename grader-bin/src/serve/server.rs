@@ -23,9 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::api::{ApiState, router};
 use super::registry::Registry;
 use super::runner::Runner;
-use super::warm::default_warm_workers;
 use crate::cli::{Cli, ServeArgs};
-use crate::wiring::{executor, executor_config, interrupt_token, load_config};
+use crate::wiring::{executor, interrupt_token, load_config, warm_by_default};
 use crate::{Exit, Usage};
 
 /// How long the HTTP listeners may take to close once every job has ended.
@@ -35,8 +34,8 @@ const HTTP_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<Exit, Usage> {
     let mut loaded = load_config(cli, Some(&args.backend))?;
     let serve = loaded.config.serve.clone();
-    default_warm_workers(&mut loaded, serve.concurrency);
-    let pipeline = Arc::new(executor_config(&loaded.config)?);
+    warm_by_default(&mut loaded, serve.concurrency);
+    let pipeline = Arc::new(loaded.settings.executor.clone());
     let token = match (&serve.listen, &serve.token_file) {
         (Some(_), Some(file)) => Some(read_token(file)?),
         _ => None,
