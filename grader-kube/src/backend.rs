@@ -1,5 +1,6 @@
 //! [`KubeBackend`]: grading as a pod.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,11 +12,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Deletion, KubePodApi, PodApi};
+use crate::error::CreateError;
 use crate::grader_pod::{GraderPod, PodOutcome, WaitError, WaitTiming, sleep_until_opt};
 use crate::image::ImageConfig;
 use crate::pod::{
     COMMIT_ANNOTATION, COMPONENT_LABEL, CONTAINER, GRADER_SELECTOR, MANAGED_BY, MANAGED_BY_LABEL,
-    SUBMISSION_LABEL, build_pod,
+    SUBMISSION_LABEL, build_pod, job_annotations, job_labels, job_pod_name,
 };
 use crate::settings::KubeSettings;
 use crate::watcher::{PodWatcher, Seen, Subscription};
@@ -38,6 +40,73 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 16;
 struct Limited {
     inner: Arc<dyn PodApi>,
     permits: tokio::sync::Semaphore,
+    counts: Arc<Counts>,
+}
+
+/// Requests sent and pods in flight, counted as they happen (read by [`KubeBackend::stats`]).
+#[derive(Debug, Default)]
+struct Counts {
+    create: AtomicU64,
+    get: AtomicU64,
+    delete: AtomicU64,
+    logs: AtomicU64,
+    list: AtomicU64,
+    watch: AtomicU64,
+    pods_in_flight: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one backend did so far, for metrics: API requests by verb since it was built, and
+/// the grading pods it has created (or is creating) and not yet finished with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KubeStats {
+    /// Pods created (or being created) by a job still running in this backend.
+    pub pods_in_flight: u64,
+    /// Pod create requests.
+    pub create: u64,
+    /// Pod get requests (looking for an earlier run, polling while the watch is broken).
+    pub get: u64,
+    /// Pod delete requests.
+    pub delete: u64,
+    /// Log requests.
+    pub logs: u64,
+    /// List requests (garbage collection).
+    pub list: u64,
+    /// Watch streams opened (one per shared watch, plus one per restart).
+    pub watch: u64,
+}
+
+impl KubeStats {
+    /// The request counts by verb, in a fixed order.
+    pub fn requests(&self) -> [(&'static str, u64); 6] {
+        [
+            ("create", self.create),
+            ("get", self.get),
+            ("delete", self.delete),
+            ("logs", self.logs),
+            ("list", self.list),
+            ("watch", self.watch),
+        ]
+    }
+}
+
+/// Counts one pod in flight for as long as it lives.
+struct InFlight(Arc<Counts>);
+
+impl InFlight {
+    fn new(counts: &Arc<Counts>) -> Self {
+        bump(&counts.pods_in_flight);
+        InFlight(counts.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.pods_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[async_trait]
@@ -47,14 +116,17 @@ impl PodApi for Limited {
     }
     async fn create(&self, pod: &Pod) -> Result<Pod, crate::error::ApiError> {
         let _permit = self.permits.acquire().await.ok();
+        bump(&self.counts.create);
         self.inner.create(pod).await
     }
     async fn get(&self, name: &str) -> Result<Option<Pod>, crate::error::ApiError> {
         let _permit = self.permits.acquire().await.ok();
+        bump(&self.counts.get);
         self.inner.get(name).await
     }
     async fn delete(&self, name: &str) -> Result<Deletion, crate::error::ApiError> {
         let _permit = self.permits.acquire().await.ok();
+        bump(&self.counts.delete);
         self.inner.delete(name).await
     }
     async fn logs(
@@ -64,10 +136,12 @@ impl PodApi for Limited {
         cap: usize,
     ) -> Result<String, crate::error::ApiError> {
         let _permit = self.permits.acquire().await.ok();
+        bump(&self.counts.logs);
         self.inner.logs(name, container, cap).await
     }
     async fn list(&self, label_selector: &str) -> Result<Vec<Pod>, crate::error::ApiError> {
         let _permit = self.permits.acquire().await.ok();
+        bump(&self.counts.list);
         self.inner.list(label_selector).await
     }
     fn watch(
@@ -77,6 +151,7 @@ impl PodApi for Limited {
         'static,
         Result<kube::runtime::watcher::Event<Pod>, crate::error::ApiError>,
     > {
+        bump(&self.counts.watch);
         self.inner.watch(label_selector)
     }
 }
@@ -91,6 +166,7 @@ pub struct KubeBackend {
     settings: KubeSettings,
     images: ImageConfig,
     watcher: OnceLock<PodWatcher>,
+    counts: Arc<Counts>,
 }
 
 impl std::fmt::Debug for KubeBackend {
@@ -119,14 +195,32 @@ impl KubeBackend {
 
     /// A backend over any [`PodApi`] (a mock in tests).
     pub fn with_api(api: Arc<dyn PodApi>, settings: KubeSettings, images: ImageConfig) -> Self {
+        let counts = Arc::new(Counts::default());
         KubeBackend {
             api: Arc::new(Limited {
                 inner: api,
                 permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+                counts: counts.clone(),
             }),
             settings,
             images,
             watcher: OnceLock::new(),
+            counts,
+        }
+    }
+
+    /// API requests sent and pods in flight so far.
+    pub fn stats(&self) -> KubeStats {
+        let c = &self.counts;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        KubeStats {
+            pods_in_flight: n(&c.pods_in_flight),
+            create: n(&c.create),
+            get: n(&c.get),
+            delete: n(&c.delete),
+            logs: n(&c.logs),
+            list: n(&c.list),
+            watch: n(&c.watch),
         }
     }
 
@@ -156,8 +250,9 @@ impl KubeBackend {
         })
     }
 
-    /// The image, built pod and its name for `task`.
-    fn prepare(&self, task: &GradingTask) -> Result<Pod, BackendFailure> {
+    /// The pod of `task` with its image. Built once per job, in [`GradingBackend::run`]:
+    /// [`GradingBackend::resumable`] needs only the name and the job's identity.
+    fn build(&self, task: &GradingTask) -> Result<Pod, BackendFailure> {
         let image = self.images.resolve(
             &task.lecture.code,
             task.assignment.id,
@@ -176,17 +271,19 @@ impl KubeBackend {
         Ok(pod)
     }
 
-    /// Creates the pod, or adopts / replaces a pod of the same name in the way.
+    /// Creates the pod of `task`, or adopts / replaces a pod of the same name in the way.
     ///
-    /// The error says whether no pod of ours can exist (so none must be deleted).
+    /// The error says what failed and whether a pod may be left to delete
+    /// ([`CreateError::needs_cleanup`]).
     async fn create_or_adopt(
         &self,
         pod: &Pod,
+        task: &GradingTask,
         subscription: &Subscription,
-        may_adopt: bool,
-    ) -> Result<Pod, (String, bool)> {
+    ) -> Result<Pod, CreateError> {
         let name = subscription.name();
         let ns = self.api.namespace();
+        let names = || (name.to_owned(), ns.to_owned());
         for attempt in 1..=CREATE_ATTEMPTS {
             let err = match self.api.create(pod).await {
                 Ok(created) => {
@@ -194,24 +291,31 @@ impl KubeBackend {
                     return Ok(created);
                 }
                 Err(e) if e.is_already_exists() => e,
-                Err(e) => {
-                    return Err((format!("creating pod {name} in namespace {ns}: {e}"), true));
+                Err(source) => {
+                    let (name, namespace) = names();
+                    return Err(CreateError::Create {
+                        name,
+                        namespace,
+                        source,
+                    });
                 }
             };
             tracing::info!(pod = name, namespace = ns, attempt, error = %err, "a pod of that name exists");
             // Failing here leaves a pod that may not be ours: the guard must not delete it.
-            let existing = self.api.get(name).await.map_err(|e| {
-                (
-                    format!("reading existing pod {name} in namespace {ns}: {e}"),
-                    true,
-                )
+            let existing = self.api.get(name).await.map_err(|source| {
+                let (name, namespace) = names();
+                CreateError::ReadExisting {
+                    name,
+                    namespace,
+                    source,
+                }
             })?;
             let Some(existing) = existing else {
                 continue;
             };
             // Only a run whose work dirs the pipeline kept can be adopted: the mounts of any
             // other pod point at directories that were just prepared anew.
-            if may_adopt && adoptable(&existing, pod) {
+            if task.resume && adoptable(&existing, task) {
                 tracing::info!(
                     pod = name,
                     namespace = ns,
@@ -224,29 +328,29 @@ impl KubeBackend {
                 namespace = ns,
                 "deleting a leftover pod of that name"
             );
-            let deletion = self.api.delete(name).await.map_err(|e| {
-                (
-                    format!("deleting leftover pod {name} in namespace {ns}: {e}"),
-                    true,
-                )
+            let deletion = self.api.delete(name).await.map_err(|source| {
+                let (name, namespace) = names();
+                CreateError::DeleteLeftover {
+                    name,
+                    namespace,
+                    source,
+                }
             })?;
             if deletion == Deletion::Started {
-                self.wait_gone(&existing, subscription)
-                    .await
-                    .map_err(|r| (r, false))?;
+                self.wait_gone(&existing, subscription).await?;
             }
         }
-        Err((
-            format!(
-                "creating pod {name} in namespace {ns}: a pod of that name was still in the way after {CREATE_ATTEMPTS} attempts"
-            ),
-            false,
-        ))
+        let (name, namespace) = names();
+        Err(CreateError::StillInTheWay {
+            name,
+            namespace,
+            attempts: CREATE_ATTEMPTS,
+        })
     }
 
     /// Waits (at most [`REPLACE_WAIT`]) until `old` is gone: a watch `Delete` event for it, a
     /// pod of the same name with another uid, or (while the watch is broken) a GET 404.
-    async fn wait_gone(&self, old: &Pod, subscription: &Subscription) -> Result<(), String> {
+    async fn wait_gone(&self, old: &Pod, subscription: &Subscription) -> Result<(), CreateError> {
         let name = subscription.name();
         let ns = self.api.namespace();
         let old_uid = old.metadata.uid.as_deref();
@@ -280,10 +384,11 @@ impl KubeBackend {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(format!(
-                        "pod {name} in namespace {ns} was still there {}s after deleting it",
-                        REPLACE_WAIT.as_secs()
-                    ));
+                    return Err(CreateError::LeftoverStayed {
+                        name: name.to_owned(),
+                        namespace: ns.to_owned(),
+                        secs: REPLACE_WAIT.as_secs(),
+                    });
                 }
                 changed = rx.changed(), if rx_open => {
                     rx_open = changed.is_ok();
@@ -325,27 +430,29 @@ impl KubeBackend {
     }
 }
 
-/// Whether a pod found in the way belongs to the same job (submission, kind and commit) and
-/// can still be waited for (not finished, not being deleted).
-fn adoptable(existing: &Pod, desired: &Pod) -> bool {
-    let label = |p: &Pod, k: &str| p.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned();
-    let annotation = |p: &Pod, k: &str| {
-        p.metadata
+/// Whether a pod found in the way belongs to the job of `task` (submission, kind and commit,
+/// as [`job_labels`] and [`job_annotations`] put them on its pod) and can still be waited for
+/// (not finished, not being deleted).
+fn adoptable(existing: &Pod, task: &GradingTask) -> bool {
+    let (labels, annotations) = (job_labels(task), job_annotations(task));
+    let label = |k: &str| existing.metadata.labels.as_ref().and_then(|l| l.get(k));
+    let annotation = |k: &str| {
+        existing
+            .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(k))
-            .cloned()
     };
     let phase = existing
         .status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("");
-    label(existing, MANAGED_BY_LABEL).as_deref() == Some(MANAGED_BY)
-        && label(existing, SUBMISSION_LABEL) == label(desired, SUBMISSION_LABEL)
-        && label(existing, COMPONENT_LABEL) == label(desired, COMPONENT_LABEL)
-        && annotation(existing, COMMIT_ANNOTATION).is_some()
-        && annotation(existing, COMMIT_ANNOTATION) == annotation(desired, COMMIT_ANNOTATION)
+    label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && label(SUBMISSION_LABEL) == labels.get(SUBMISSION_LABEL)
+        && label(COMPONENT_LABEL) == labels.get(COMPONENT_LABEL)
+        && annotation(COMMIT_ANNOTATION).is_some()
+        && annotation(COMMIT_ANNOTATION) == annotations.get(COMMIT_ANNOTATION)
         && existing.metadata.deletion_timestamp.is_none()
         && phase != "Succeeded"
         && phase != "Failed"
@@ -415,13 +522,11 @@ impl GradingBackend for KubeBackend {
 
     /// A pod of this job (same submission, kind and commit) that is still running, left by a
     /// `grader` that stopped: one GET, asked only when the pipeline found the job's work dirs.
+    /// Needs only the pod's name and the job's identity: the pod is built in `run`.
     async fn resumable(&self, task: &GradingTask) -> bool {
-        let Ok(desired) = self.prepare(task) else {
-            return false;
-        };
-        let name = desired.metadata.name.clone().unwrap_or_default();
+        let name = job_pod_name(task);
         match self.api.get(&name).await {
-            Ok(Some(existing)) => adoptable(&existing, &desired),
+            Ok(Some(existing)) => adoptable(&existing, task),
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(pod = %name, namespace = self.api.namespace(), error = %e, "cannot look for an earlier run");
@@ -435,16 +540,18 @@ impl GradingBackend for KubeBackend {
         task: &GradingTask,
         cancel: CancellationToken,
     ) -> Result<BackendOutput, BackendFailure> {
-        let pod = self.prepare(task)?;
+        let pod = self.build(task)?;
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ns = self.api.namespace().to_owned();
         if cancel.is_cancelled() {
-            return Err(BackendFailure::new(
-                FailureKind::Cancelled,
-                format!("grading was cancelled before pod {name} in namespace {ns} was created"),
-            ));
+            let e = CreateError::CancelledBeforeCreate {
+                name,
+                namespace: ns,
+            };
+            return Err(BackendFailure::new(e.kind(), e.to_string()));
         }
         let subscription = self.watcher().subscribe(&name);
+        let _in_flight = InFlight::new(&self.counts);
         // Armed before the create request is sent: from then on the pod may exist.
         let guard = DeleteGuard {
             api: self.api.clone(),
@@ -452,28 +559,22 @@ impl GradingBackend for KubeBackend {
             armed: true,
         };
         let started = tokio::select! {
-            started = self.create_or_adopt(&pod, &subscription, task.resume) => started
-                .map_err(|(reason, nothing_created)| {
-                    (BackendFailure::new(FailureKind::Infrastructure, reason), nothing_created)
-                }),
-            _ = cancel.cancelled() => Err((
-                BackendFailure::new(
-                    FailureKind::Cancelled,
-                    format!("grading was cancelled before pod {name} in namespace {ns} started"),
-                ),
-                false,
-            )),
+            started = self.create_or_adopt(&pod, task, &subscription) => started,
+            _ = cancel.cancelled() => Err(CreateError::Cancelled {
+                name: name.clone(),
+                namespace: ns.clone(),
+            }),
         };
         let started = match started {
             Ok(started) => started,
-            Err((failure, nothing_created)) => {
-                tracing::error!(pod = %name, namespace = %ns, reason = %failure.reason, "cannot start grading pod");
-                if nothing_created {
-                    guard.disarm();
-                } else {
+            Err(e) => {
+                tracing::error!(pod = %name, namespace = %ns, error = %e, "cannot start grading pod");
+                if e.needs_cleanup() {
                     guard.delete().await;
+                } else {
+                    guard.disarm();
                 }
-                return Err(failure);
+                return Err(BackendFailure::new(e.kind(), e.to_string()));
             }
         };
         subscription.mark_created();

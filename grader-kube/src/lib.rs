@@ -26,7 +26,7 @@ pub mod settings;
 pub mod watcher;
 
 pub use api::{Deletion, KubePodApi, PodApi, REQUIRED_RBAC};
-pub use backend::KubeBackend;
+pub use backend::{KubeBackend, KubeStats};
 pub use client::{SERVICE_ACCOUNT_NAMESPACE_FILE, connect, read_namespace_file, resolve_namespace};
 pub use error::{ApiError, KubeError};
 pub use gc::collect_garbage;

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::stream::BoxStream;
 use grader_kube::{ApiError, Deletion, ImageConfig, KubeBackend, KubeSettings, PodApi};
-use grader_local::{GradingBackend, JobKind};
+use grader_local::{FailureKind, GradingBackend, JobKind};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
 use mockall::mock;
@@ -217,6 +217,43 @@ async fn one_watch_serves_many_jobs() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stats_count_requests_by_verb_and_the_pods_in_flight() {
+    let (backend, ctx) = setup(settings(), |m, c| {
+        create_then(m, c, "u1", vec![Event::Apply(pod("u1", running()))]);
+    });
+    let backend = Arc::new(backend);
+    assert_eq!(backend.stats(), grader_kube::KubeStats::default());
+    let running = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.run(&task(), CancellationToken::new()).await })
+    };
+    while ctx.count("create") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let during = backend.stats();
+    assert_eq!(
+        (during.pods_in_flight, during.create, during.watch),
+        (1, 1, 1)
+    );
+    ctx.apply(pod("u1", succeeded()));
+    running.await.unwrap().unwrap();
+    let after = backend.stats();
+    assert_eq!(after.pods_in_flight, 0, "{after:?}");
+    assert_eq!(
+        after.requests(),
+        [
+            ("create", 1),
+            ("get", 0),
+            ("delete", 1),
+            ("logs", 1),
+            ("list", 0),
+            ("watch", 1)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn tool_exit_code_fails_the_job_with_logs() {
     let (backend, ctx) = setup(settings(), |m, c| {
         create_then(m, c, "u1", vec![Event::Apply(pod("u1", exited(1)))]);
@@ -231,6 +268,7 @@ async fn tool_exit_code_fails_the_job_with_logs() {
             "pod {POD} in namespace {NS} failed: container autograde exited with code 1 (Error)"
         )
     );
+    assert_eq!(err.kind, FailureKind::ToolExited);
     assert_eq!(err.logs, format!("graded {POD}\n"));
     assert_eq!(ctx.count("delete"), 1);
 }
@@ -260,6 +298,7 @@ async fn invalid_image_fails_at_once_without_logs() {
             "pod {POD} in namespace {NS} could not start: InvalidImageName: couldn't parse image name \"CS 101\""
         )
     );
+    assert_eq!(err.kind, FailureKind::ToolNotStarted);
     assert_eq!(
         job_calls(&ctx),
         [format!("create {POD}"), format!("delete {POD}")]
@@ -296,6 +335,7 @@ async fn image_pull_backoff_fails_after_the_grace() {
             "pod {POD} in namespace {NS} could not start: ImagePullBackOff: Back-off pulling image \"cs101_image\" (for longer than unschedulable_grace of 120s)"
         )
     );
+    assert_eq!(err.kind, FailureKind::ToolNotStarted);
     assert_eq!(ctx.count("logs"), 0);
     assert_eq!(ctx.count("delete"), 1);
 }
@@ -346,18 +386,20 @@ async fn unschedulable_past_the_grace_fails() {
             "pod {POD} in namespace {NS} could not start: Unschedulable: 0/3 nodes are available: 3 Insufficient memory. (for longer than unschedulable_grace of 300s)"
         )
     );
+    assert_eq!(err.kind, FailureKind::ToolNotStarted);
     assert_eq!(ctx.count("delete"), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn eviction_and_deadline_are_named() {
-    for (reason, message, expected) in [
+    for (reason, message, expected, kind) in [
         (
             "Evicted",
             "The node was low on resource: memory.",
             format!(
                 "pod {POD} in namespace {NS} was evicted: The node was low on resource: memory."
             ),
+            FailureKind::Infrastructure,
         ),
         (
             "DeadlineExceeded",
@@ -365,6 +407,7 @@ async fn eviction_and_deadline_are_named() {
             format!(
                 "pod {POD} in namespace {NS} exceeded its activeDeadlineSeconds (max_grading_time) and was stopped by Kubernetes: Pod was active on the node longer than the specified deadline"
             ),
+            FailureKind::TimedOut,
         ),
     ] {
         let (backend, ctx) = setup(settings(), |m, c| {
@@ -380,6 +423,7 @@ async fn eviction_and_deadline_are_named() {
             .await
             .unwrap_err();
         assert_eq!(err.reason, expected);
+        assert_eq!(err.kind, kind, "{reason}");
         assert_eq!(ctx.count("logs"), 1, "logs are fetched for failed pods too");
         assert_eq!(ctx.count("delete"), 1);
     }
@@ -406,6 +450,7 @@ async fn deleted_by_someone_else_via_watch() {
         err.reason,
         format!("pod {POD} in namespace {NS} was deleted before it finished")
     );
+    assert_eq!(err.kind, FailureKind::Infrastructure);
     assert_eq!(ctx.count("logs"), 0);
     assert_eq!(ctx.count("delete"), 1, "a delete is still sent, in case");
 }
@@ -727,6 +772,7 @@ async fn a_pod_that_never_goes_away_is_a_readable_failure() {
         err.reason,
         format!("pod {POD} in namespace {NS} was still there 120s after deleting it")
     );
+    assert_eq!(err.kind, FailureKind::Infrastructure);
     assert!(!err.reason.to_lowercase().contains("already exists"));
     assert_eq!(
         ctx.count("delete"),
@@ -756,6 +802,7 @@ async fn forbidden_create_is_a_readable_failure_without_cleanup() {
         err.reason,
         format!("creating pod {POD} in namespace {NS}: forbidden: {message}")
     );
+    assert_eq!(err.kind, FailureKind::Infrastructure);
     assert_eq!(job_calls(&ctx), ["create"]);
 }
 
@@ -778,6 +825,7 @@ async fn unreachable_cluster_is_a_readable_failure() {
             "creating pod {POD} in namespace {NS}: cannot reach the Kubernetes API server: tcp connect error: Connection refused (os error 111)"
         )
     );
+    assert_eq!(err.kind, FailureKind::Infrastructure);
 }
 
 #[tokio::test(start_paused = true)]
@@ -798,6 +846,7 @@ async fn cancellation_fetches_logs_and_deletes() {
         err.reason,
         format!("grading was cancelled while pod {POD} in namespace {NS} was running")
     );
+    assert_eq!(err.kind, FailureKind::Cancelled);
     assert_eq!(err.logs, format!("graded {POD}\n"));
     assert_eq!(ctx.count("delete"), 1);
 }
@@ -818,6 +867,7 @@ async fn timeout_fetches_logs_and_deletes() {
             "grading exceeded max_grading_time of 60s: pod {POD} in namespace {NS} did not finish"
         )
     );
+    assert_eq!(err.kind, FailureKind::TimedOut);
     assert_eq!(ctx.count("logs"), 1);
     assert_eq!(ctx.count("delete"), 1);
 }
@@ -853,6 +903,7 @@ async fn cancelled_before_start_creates_nothing() {
         "{}",
         err.reason
     );
+    assert_eq!(err.kind, FailureKind::Cancelled);
     assert!(ctx.calls().is_empty(), "not even the watch is started");
 }
 
@@ -904,6 +955,7 @@ async fn a_bad_setting_fails_before_any_request() {
         "{}",
         err.reason
     );
+    assert_eq!(err.kind, FailureKind::InvalidJob);
     assert!(ctx.calls().is_empty());
 }
 
@@ -993,5 +1045,153 @@ async fn a_pod_in_the_way_that_cannot_be_read_is_left_alone() {
         err.reason,
         format!("reading existing pod {POD} in namespace {NS}: forbidden: cannot get pods")
     );
+    assert_eq!(err.kind, FailureKind::Infrastructure);
     assert_eq!(ctx.count("delete"), 0, "not known to be ours: not deleted");
+}
+
+/// Counts the events logged on this thread whose message contains a text.
+mod logged {
+    use std::fmt::Debug;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    pub struct Count {
+        needle: &'static str,
+        seen: Arc<AtomicUsize>,
+    }
+
+    /// Counts events containing `needle` until the guard is dropped.
+    pub fn count(needle: &'static str) -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let guard = tracing::subscriber::set_default(Count {
+            needle,
+            seen: seen.clone(),
+        });
+        (seen, guard)
+    }
+
+    struct Message(String);
+
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Count {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            if message.0.contains(self.needle) {
+                self.seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+/// The pipeline asks `resumable` and then `run` for a job whose work dirs were left: the
+/// pod is built once (its extra_pod_config warning is logged once), not once per call.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_job_builds_its_pod_once() {
+    let mut s = settings();
+    s.node_selector = std::collections::BTreeMap::from([("pool".into(), "default".into())]);
+    s.extra_pod_config = serde_json::json!({"nodeSelector": {"pool": "gpu"}});
+    let (backend, ctx) = setup(s, |m, c| {
+        let c2 = c.clone();
+        m.expect_get().times(1).returning(move |_| {
+            c2.log("get");
+            Ok(Some(pod("old", running())))
+        });
+        create_then(m, c, "u1", vec![Event::Apply(pod("u1", succeeded()))]);
+    });
+    let (built, _guard) = logged::count("overridden by extra_pod_config");
+    let mut t = task();
+    // The pipeline sets `resume` from `resumable`; here the running pod is not adopted.
+    assert!(backend.resumable(&t).await);
+    t.resume = false;
+    backend.run(&t, CancellationToken::new()).await.unwrap();
+    assert_eq!(
+        job_calls(&ctx),
+        [
+            "get".to_owned(),
+            format!("create {POD}"),
+            format!("logs {POD} autograde 1048576"),
+            format!("delete {POD}"),
+        ]
+    );
+    assert_eq!(
+        built.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the pod of one job is built once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_killed_container_is_out_of_memory() {
+    let oom = serde_json::json!({"phase": "Failed", "containerStatuses": [{
+        "name": "autograde", "image": "cs101_image", "imageID": "", "ready": false,
+        "restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+    }]});
+    let (backend, ctx) = setup(settings(), |m, c| {
+        create_then(m, c, "u1", vec![Event::Apply(pod("u1", oom))]);
+    });
+    let err = backend
+        .run(&task(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reason,
+        format!(
+            "pod {POD} in namespace {NS} failed: container autograde exited with code 137 (OOMKilled)"
+        )
+    );
+    assert_eq!(err.kind, FailureKind::OutOfMemory);
+    assert_eq!(ctx.count("logs"), 1);
+    assert_eq!(ctx.count("delete"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_while_replacing_a_leftover_deletes_and_says_cancelled() {
+    let (backend, ctx) = setup(settings(), |m, c| {
+        let c2 = c.clone();
+        m.expect_create().times(1).returning(move |_| {
+            c2.log("create");
+            Err(ApiError::status(409, "AlreadyExists", "exists"))
+        });
+        m.expect_get()
+            .returning(|_| Ok(Some(pod_with("old", "0ld", running()))));
+    });
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        c.cancel();
+    });
+    let err = backend.run(&task(), cancel).await.unwrap_err();
+    assert_eq!(
+        err.reason,
+        format!("grading was cancelled before pod {POD} in namespace {NS} started")
+    );
+    assert_eq!(err.kind, FailureKind::Cancelled);
+    assert_eq!(
+        ctx.count("delete"),
+        2,
+        "the leftover was deleted, and deleted again on the way out"
+    );
 }

@@ -142,10 +142,11 @@ impl BackendFailure {
 /// Runs the grading tool somewhere: a local process, a pod, ...
 ///
 /// Implementations must clean up what they started (processes, pods) before returning, also
-/// when `cancel` fires or `max_grading_time` passes.
+/// when `cancel` fires or `max_grading_time` passes. `Any`, so that a caller holding the
+/// pipeline (such as `grader serve`'s metrics) can read a concrete backend's own statistics.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait GradingBackend: Send + Sync {
+pub trait GradingBackend: std::any::Any + Send + Sync {
     /// A short name reported in outcomes (`local`, `kube`).
     fn name(&self) -> &str;
 

@@ -120,6 +120,11 @@ impl Executor {
         self.backend.name()
     }
 
+    /// The backend, read-only (for its statistics: downcast through `Any`).
+    pub fn backend(&self) -> &dyn GradingBackend {
+        self.backend.as_ref()
+    }
+
     /// Shuts the backend down once no more jobs will be run (see
     /// [`GradingBackend::shutdown`]).
     pub async fn shutdown(&self) {

@@ -319,14 +319,18 @@ async fn the_pool_runs_jobs_on_separate_workers_and_replaces_a_killed_one() {
     assert_eq!(idle.len(), 2, "both workers started up front");
 
     // Two jobs at once take both workers; a third waits for one of them.
+    assert_eq!(pool.busy(), 0);
     let mut a = pool.checkout().await.unwrap();
+    assert_eq!((pool.busy(), pool.idle_pids().len()), (1, 1));
     let mut b = pool.checkout().await.unwrap();
+    assert_eq!((pool.busy(), pool.idle_pids().len()), (2, 0));
     let mut busy = vec![a.worker().pid(), b.worker().pid()];
     busy.sort();
     assert_eq!(busy, idle);
     let waiting = tokio::time::timeout(Duration::from_millis(200), pool.checkout()).await;
     assert!(waiting.is_err(), "no third worker");
     pool.give_back(b, false);
+    assert_eq!((pool.busy(), pool.idle_pids().len()), (1, 1));
     let c = pool.checkout().await.unwrap();
     pool.give_back(c, false);
 

@@ -10,10 +10,14 @@
 //!   prints it, the job's state in the `grader-job-state` header (202 and the job while it
 //!   has no outcome yet);
 //! * `DELETE /v1/jobs/{id}` → cancels it;
+//! * `GET /v1/status` → what the status page draws (see [`super::page`]);
+//! * `GET /metrics` → Prometheus text format (see [`super::metrics`]);
+//! * `GET /` → the status page (static HTML, its script and style under `/status/`);
 //! * `GET /healthz` (alive), `GET /readyz` (the backend is built and jobs are accepted).
 //!
 //! Every error is `{"error": "..."}` with a 4xx/5xx status. On TCP every route but the two
-//! probes needs `Authorization: Bearer TOKEN`.
+//! probes and the page's static files needs `Authorization: Bearer TOKEN` (`/metrics` and
+//! `/v1/status` included); on the Unix socket none does (its file mode, 0660, guards it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +36,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::BackendStats;
 use super::registry::{Registry, Submitted};
 use super::runner::{ExecutorCell, Runner};
 
@@ -78,13 +83,18 @@ pub fn router(state: ApiState, max_request_bytes: usize, token: Option<Arc<str>>
     let mut v1 = Router::new()
         .route("/v1/jobs", get(list_jobs).post(submit))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
-        .route("/v1/jobs/{id}/outcome", get(get_outcome));
+        .route("/v1/jobs/{id}/outcome", get(get_outcome))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics));
     if let Some(token) = token {
         v1 = v1.route_layer(axum::middleware::from_fn_with_state(token, bearer));
     }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(super::page::index))
+        .route("/status/page.js", get(super::page::script))
+        .route("/status/page.css", get(super::page::style))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -95,7 +105,7 @@ pub fn router(state: ApiState, max_request_bytes: usize, token: Option<Arc<str>>
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such route (the API is under /v1)",
+        "no such route (the API is under /v1; also /, /metrics, /healthz, /readyz)",
     )
 }
 
@@ -154,6 +164,45 @@ async fn readyz(State(s): State<ApiState>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// The backend's name and statistics once it is built.
+fn backend_of(s: &ApiState) -> Option<(String, BackendStats)> {
+    let exec = s.executor.borrow().clone()?;
+    Some((exec.backend_name().to_string(), BackendStats::of(&exec)))
+}
+
+/// `GET /metrics`.
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let snap = s.registry.snapshot();
+    let backend = backend_of(&s);
+    let text = super::metrics::render(
+        &snap,
+        backend.as_ref().map(|(n, b)| (n.as_str(), b.clone())),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /v1/status`.
+async fn status(State(s): State<ApiState>) -> Response {
+    let snap = s.registry.snapshot();
+    let backend = backend_of(&s);
+    let mut response = axum::Json(super::page::status(
+        &snap,
+        backend.as_ref().map(|(n, b)| (n.as_str(), b.clone())),
+    ))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use grader_local::Timings;
+
+use super::metrics::Histogram;
 use grader_local::{Job, JobKind, Outcome, Status};
 use grader_model::{AutoStatus, FeedbackStatus};
 use serde::{Serialize, Serializer};
@@ -172,6 +174,31 @@ pub struct Counters {
     /// Finished jobs by kind and result: the outcome's status for `done`, else the state
     /// (`cancelled`, `interrupted`).
     pub finished: BTreeMap<(&'static str, String), u64>,
+    /// Finished jobs by kind, result and failure kind (`none` when graded), for metrics.
+    pub outcomes: BTreeMap<(&'static str, String, String), u64>,
+    /// Grading durations of the jobs that started, by kind.
+    pub durations: BTreeMap<&'static str, Histogram>,
+    /// Scores of graded autograde jobs by assignment (`lecture / assignment`), in tenths of
+    /// the maximum score.
+    pub scores: BTreeMap<String, ScoreHistogram>,
+}
+
+/// How many graded submissions of one assignment scored in each tenth of the maximum
+/// (`[0, 10%)`, ..., `[90%, 100%]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScoreHistogram {
+    pub buckets: [u64; 10],
+    pub max_score: Option<u64>,
+}
+
+impl ScoreHistogram {
+    /// Counts `score` out of `max`; a maximum of 0 counts as full marks.
+    pub fn observe(&mut self, score: f64, max: f64) {
+        let fraction = if max > 0.0 { score / max } else { 1.0 };
+        let i = (fraction.clamp(0.0, 1.0) * 10.0).floor() as usize;
+        self.buckets[i.min(9)] += 1;
+        self.max_score = Some(max.round() as u64);
+    }
 }
 
 /// A read-only picture of the service for status pages and metrics.
@@ -430,6 +457,37 @@ impl Registry {
         let kind = kind_name(entry.info.kind);
         if inner.active.get(&key).is_some_and(|a| a == id) {
             inner.active.remove(&key);
+        }
+        let outcome = entry.outcome.clone();
+        let assignment = format!("{} / {}", entry.info.lecture, entry.info.assignment);
+        let started = entry.info.started_at_ms.is_some();
+        if let Some(o) = &outcome {
+            let failure = o.failure.map_or("none", |f| f.as_str()).to_string();
+            *inner
+                .counters
+                .outcomes
+                .entry((kind, result.clone(), failure))
+                .or_default() += 1;
+            if started {
+                inner
+                    .counters
+                    .durations
+                    .entry(kind)
+                    .or_default()
+                    .observe(o.duration_ms as f64 / 1000.0);
+            }
+            if state == JobState::Done
+                && o.kind == JobKind::Autograde
+                && o.status.is_success()
+                && let (Some(score), Some(max)) = (o.score, o.max_score)
+            {
+                inner
+                    .counters
+                    .scores
+                    .entry(assignment)
+                    .or_default()
+                    .observe(score, max);
+            }
         }
         *inner.counters.finished.entry((kind, result)).or_default() += 1;
         inner.finished.push_back((Instant::now(), id.to_string()));

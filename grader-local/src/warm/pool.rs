@@ -215,6 +215,18 @@ impl WarmPool {
             .unwrap_or_default()
     }
 
+    /// Worker slots taken: by a job holding a worker, or by a worker being replaced. With
+    /// [`WarmPool::idle_pids`], how busy the pool is (for metrics).
+    pub fn busy(&self) -> usize {
+        if self.inner.slots.is_closed() {
+            return 0;
+        }
+        self.inner
+            .settings
+            .workers
+            .saturating_sub(self.inner.slots.available_permits())
+    }
+
     /// Why the pool gave up starting workers, if it did.
     pub fn disabled(&self) -> Option<String> {
         self.inner.disabled.lock().ok()?.clone()
