@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use grader_local::FailureKind;
 use grader_model::ModelError;
 
 /// A failed call to the Kubernetes API server.
@@ -201,6 +202,121 @@ impl KubeError {
     }
 }
 
+/// Why a grading pod could not be started: from the moment the job asks for its pod until
+/// the API server has created it (or an earlier run's pod is adopted).
+///
+/// Each variant says what failed; [`CreateError::needs_cleanup`] says whether a pod under the
+/// job's name may be left that the job must delete, and [`CreateError::kind`] what kind of
+/// failure the job ends with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// The job was cancelled before any request was sent.
+    #[error("grading was cancelled before pod {name} in namespace {namespace} was created")]
+    CancelledBeforeCreate {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// The job was cancelled while the pod was being created (or a leftover replaced).
+    #[error("grading was cancelled before pod {name} in namespace {namespace} started")]
+    Cancelled {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// The API server refused or did not answer the create request (other than "already
+    /// exists").
+    #[error("creating pod {name} in namespace {namespace}: {source}")]
+    Create {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// The API's error.
+        #[source]
+        source: ApiError,
+    },
+    /// A pod of that name was in the way and could not be read: it may not be ours.
+    #[error("reading existing pod {name} in namespace {namespace}: {source}")]
+    ReadExisting {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// The API's error.
+        #[source]
+        source: ApiError,
+    },
+    /// A leftover pod in the way could not be deleted.
+    #[error("deleting leftover pod {name} in namespace {namespace}: {source}")]
+    DeleteLeftover {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// The API's error.
+        #[source]
+        source: ApiError,
+    },
+    /// A leftover pod was deleted but did not go away in time.
+    #[error("pod {name} in namespace {namespace} was still there {secs}s after deleting it")]
+    LeftoverStayed {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// How long it was waited for, in seconds.
+        secs: u64,
+    },
+    /// Every create attempt met a pod of that name (each replaced in turn).
+    #[error(
+        "creating pod {name} in namespace {namespace}: a pod of that name was still in the way after {attempts} attempts"
+    )]
+    StillInTheWay {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// Create requests made.
+        attempts: usize,
+    },
+}
+
+impl CreateError {
+    /// What kind of failure ends the job: cancellations are [`FailureKind::Cancelled`],
+    /// everything else is the API server or the cluster ([`FailureKind::Infrastructure`]).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CreateError::CancelledBeforeCreate { .. } | CreateError::Cancelled { .. } => {
+                FailureKind::Cancelled
+            }
+            CreateError::Create { .. }
+            | CreateError::ReadExisting { .. }
+            | CreateError::DeleteLeftover { .. }
+            | CreateError::LeftoverStayed { .. }
+            | CreateError::StillInTheWay { .. } => FailureKind::Infrastructure,
+        }
+    }
+
+    /// Whether a pod under the job's name may be left that the job must delete: its create
+    /// request may have gone through (cancelled midway, a later attempt), or the leftover
+    /// it set out to replace is still there. False when nothing was created and any pod in
+    /// the way is not known to be ours.
+    pub fn needs_cleanup(&self) -> bool {
+        match self {
+            CreateError::CancelledBeforeCreate { .. }
+            | CreateError::Create { .. }
+            | CreateError::ReadExisting { .. }
+            | CreateError::DeleteLeftover { .. } => false,
+            CreateError::Cancelled { .. }
+            | CreateError::LeftoverStayed { .. }
+            | CreateError::StillInTheWay { .. } => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +333,87 @@ mod tests {
         assert!(!e.is_not_found());
         assert!(ApiError::status(404, "NotFound", "gone").is_not_found());
         assert!(!ApiError::status(409, "Conflict", "rv").is_already_exists());
+    }
+
+    #[test]
+    fn create_errors_say_their_kind_and_whether_a_pod_may_be_left() {
+        let (name, namespace) = ("p".to_owned(), "n".to_owned());
+        let api = ApiError::status(403, "Forbidden", "no");
+        let cases = [
+            (
+                CreateError::CancelledBeforeCreate {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                },
+                FailureKind::Cancelled,
+                false,
+                "grading was cancelled before pod p in namespace n was created",
+            ),
+            (
+                CreateError::Cancelled {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                },
+                FailureKind::Cancelled,
+                true,
+                "grading was cancelled before pod p in namespace n started",
+            ),
+            (
+                CreateError::Create {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    source: api.clone(),
+                },
+                FailureKind::Infrastructure,
+                false,
+                "creating pod p in namespace n: forbidden: no",
+            ),
+            (
+                CreateError::ReadExisting {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    source: api.clone(),
+                },
+                FailureKind::Infrastructure,
+                false,
+                "reading existing pod p in namespace n: forbidden: no",
+            ),
+            (
+                CreateError::DeleteLeftover {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    source: api,
+                },
+                FailureKind::Infrastructure,
+                false,
+                "deleting leftover pod p in namespace n: forbidden: no",
+            ),
+            (
+                CreateError::LeftoverStayed {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    secs: 120,
+                },
+                FailureKind::Infrastructure,
+                true,
+                "pod p in namespace n was still there 120s after deleting it",
+            ),
+            (
+                CreateError::StillInTheWay {
+                    name,
+                    namespace,
+                    attempts: 3,
+                },
+                FailureKind::Infrastructure,
+                true,
+                "creating pod p in namespace n: a pod of that name was still in the way after 3 attempts",
+            ),
+        ];
+        for (e, kind, cleanup, text) in cases {
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(e.needs_cleanup(), cleanup, "{e}");
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use common::*;
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use grader_kube::{ImageConfig, KubeBackend, KubePodApi, KubeSettings, PodApi, build_pod};
-use grader_local::GradingBackend;
+use grader_local::{FailureKind, GradingBackend};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -340,7 +340,55 @@ async fn forbidden_create_reads_the_api_status() {
         err.reason,
         format!("creating pod {POD} in namespace {NS}: forbidden: {message}")
     );
+    assert_eq!(err.kind, FailureKind::Infrastructure);
     assert!(!seen.lock().unwrap().iter().any(|r| r.method == "DELETE"));
+}
+
+/// A failed pod as the watch streams it is told apart by kind: eviction is the cluster's
+/// doing, OOMKilled is the notebook's memory, the deadline is max_grading_time.
+#[tokio::test]
+async fn failed_pods_on_the_watch_carry_their_failure_kind() {
+    let oom = json!({"phase": "Failed", "containerStatuses": [{
+        "name": "autograde", "image": "cs101_image", "imageID": "", "ready": false,
+        "restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+    }]});
+    for (ended_with, kind) in [
+        (
+            json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
+            FailureKind::Infrastructure,
+        ),
+        (oom, FailureKind::OutOfMemory),
+        (
+            json!({"phase": "Failed", "reason": "DeadlineExceeded", "message": "Pod was active on the node longer than the specified deadline"}),
+            FailureKind::TimedOut,
+        ),
+    ] {
+        let (client, handle) = client();
+        let ended = ended_with.clone();
+        let (_seen, _watches) = job_server(
+            handle,
+            move |_, watch| {
+                watch
+                    .unbounded_send(event("MODIFIED", pod_json("u1", "101", ended.clone())))
+                    .unwrap();
+                Reply::Json(201, pod_json("u1", "100", pending()))
+            },
+            |r| match (r.method.as_str(), r.path.as_str()) {
+                ("GET", p) if p == format!("{PODS}/{POD}/log") => Reply::Text("log\n"),
+                ("DELETE", p) if p == format!("{PODS}/{POD}") => {
+                    Reply::Json(200, pod_json("u1", "102", pending()))
+                }
+                _ => Reply::Json(404, status(404, "NotFound", "unexpected")),
+            },
+            1,
+        );
+        let err = backend(client, KubeSettings::default())
+            .run(&task(), CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, kind, "{ended_with}: {}", err.reason);
+        assert!(err.reason.starts_with(&format!("pod {POD} in namespace {NS} ")), "{}", err.reason);
+    }
 }
 
 #[tokio::test]
