@@ -429,3 +429,44 @@ async fn a_batch_of_twenty_at_concurrency_five_on_the_real_node_is_exact_and_lea
     env.stop();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_enforces_active_deadline_seconds_and_grader_reports_a_timeout() -> Result<()> {
+    let _serial = serial().await;
+    let Some(env) = Env::start(
+        "kubelet_active_deadline",
+        &["--students", "loop", "--cell-timeout", "120"],
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let exp = env.expected_for("loop")?;
+    let name = pod_name(&exp);
+    // grader's own deadline (max_grading_time = 120) is far; the pod's activeDeadlineSeconds
+    // is lowered to 8 so that kubelet, not grader, stops it.
+    let config = env.config(
+        "grader.toml",
+        "max_grading_time = 120",
+        "extra_pod_config = { activeDeadlineSeconds = 8 }",
+    )?;
+    let observer = PodObserver::start(env.pods()).await?;
+    let (outcome, code, took) = autograde(&env, &config, "loop").await?;
+    assert_eq!(code, Some(1), "{outcome:#}");
+    assert_eq!(outcome["status"], "grading_failed");
+    let error = str_of(&outcome, "error");
+    assert!(
+        error.contains("exceeded its activeDeadlineSeconds"),
+        "kubelet's DeadlineExceeded is reported as a timeout: {error}"
+    );
+    assert!(took < Duration::from_secs(60), "stopped after {took:?}");
+    let reason = observer
+        .of(&name)
+        .into_iter()
+        .rev()
+        .find_map(|s| s.pod.status.and_then(|st| st.reason));
+    assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
+    env.wait_gone(&name, GONE_TIMEOUT).await?;
+    env.stop();
+    Ok(())
+}

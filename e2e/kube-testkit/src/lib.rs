@@ -67,6 +67,4 @@ pub use binaries::{
 };
 pub use control_plane::ControlPlane;
 pub use node_agent::{NodeAgent, NodeAgentConfig};
-pub use real_node::{
-    NodeBinaries, PAUSE_VERSION, RealNode, RealNodeConfig, locate_node_binaries,
-};
+pub use real_node::{NodeBinaries, PAUSE_VERSION, RealNode, RealNodeConfig, locate_node_binaries};
