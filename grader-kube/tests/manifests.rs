@@ -240,7 +240,7 @@ fn labels_are_valid_for_any_lecture_code() {
     let (pod, _) = build_pod(&KubeSettings::default(), &t, "img").unwrap();
     let labels = pod.metadata.labels.unwrap();
     assert!(
-        grader_kube::pod::is_label_value(&labels["grader.io/lecture"]),
+        grader_kube::is_label_value(&labels["grader.io/lecture"]),
         "{}",
         labels["grader.io/lecture"]
     );

@@ -387,7 +387,12 @@ async fn failed_pods_on_the_watch_carry_their_failure_kind() {
             .await
             .unwrap_err();
         assert_eq!(err.kind, kind, "{ended_with}: {}", err.reason);
-        assert!(err.reason.starts_with(&format!("pod {POD} in namespace {NS} ")), "{}", err.reason);
+        assert!(
+            err.reason
+                .starts_with(&format!("pod {POD} in namespace {NS} ")),
+            "{}",
+            err.reason
+        );
     }
 }
 
