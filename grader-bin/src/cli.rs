@@ -235,5 +235,5 @@ pub fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 pub fn slug(args: &SlugArgs) -> Result<Exit, Usage> {
     let s = grader_model::slug::hashed_slug(&args.text, args.limit, args.hash_length)?;
     println!("{s}");
-    Ok(Exit::Graded)
+    Ok(Exit::Done)
 }

@@ -17,6 +17,9 @@ use crate::cli::{Cli, Command};
 /// How a command ended, mapped onto the exit code.
 #[derive(Debug)]
 pub enum Exit {
+    /// A command that grades nothing did what it was asked (`config`, `slug`, `pod`, `gc`,
+    /// `serve` after a clean shutdown).
+    Done,
     /// Everything asked for was graded.
     Graded,
     /// At least one grading failed.
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
     // Jobs clean up before returning; do not wait for stray blocking tasks.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
-        Ok(Exit::Graded) => ExitCode::SUCCESS,
+        Ok(Exit::Done | Exit::Graded) => ExitCode::SUCCESS,
         Ok(Exit::Failed) => ExitCode::from(1),
         Ok(Exit::Interrupted) => ExitCode::from(130),
         Err(Usage(e)) => {
@@ -77,7 +80,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         Command::Config => {
             let loaded = wiring::load_config(&cli, None)?;
             print!("{}", loaded.render_effective());
-            Ok(Exit::Graded)
+            Ok(Exit::Done)
         }
         Command::Autograde(args) => {
             wiring::grade_one(&cli, args, grader_local::JobKind::Autograde).await

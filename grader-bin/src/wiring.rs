@@ -303,7 +303,7 @@ pub async fn print_pod(cli: &Cli, args: &PodArgs) -> Result<Exit, Usage> {
     };
     let yaml = kube::pod_manifest(&loaded.settings, &job, kind, args.namespace.as_deref())?;
     print!("{yaml}");
-    Ok(Exit::Graded)
+    Ok(Exit::Done)
 }
 
 /// `grader gc`.
@@ -378,6 +378,6 @@ pub mod kube {
             "grader gc: deleted {} grading pod(s) in namespace {namespace}",
             deleted.len()
         );
-        Ok(Exit::Graded)
+        Ok(Exit::Done)
     }
 }

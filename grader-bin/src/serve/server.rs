@@ -150,7 +150,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<Exit, Usage> {
     }
     drop(socket);
     tracing::info!("grader serve: stopped");
-    Ok(Exit::Graded)
+    Ok(Exit::Done)
 }
 
 /// Lets the HTTP listeners close (in-flight answers are sent), within a bound.
