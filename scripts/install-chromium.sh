@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs Debian's `chromium` package for the status page test (grader-bin/tests/serve_page.rs,
-# which runs it headless against `grader serve`). Idempotent: does nothing when chromium is on
-# PATH. Prints the path of the browser on its last line.
+# Installs Debian's `chromium` package for the status page test (grader-bin/tests/serve.rs,
+# the_status_page_..., which runs it headless against `grader serve`; set CHROMIUM to use
+# another binary). Idempotent: does nothing when chromium is on PATH. Prints the path of the
+# browser on its last line.
 #
 #   bash scripts/install-chromium.sh
 #

@@ -796,6 +796,13 @@ fn submit_wait_prints_what_autograde_prints_with_the_same_exit_code_on_a_reused_
         .collect();
     assert_eq!(workers.len(), 2, "{logs}");
     assert_eq!(workers[0], workers[1], "the same warm worker ran both jobs");
+    // The metrics show the one warm worker, idle again, and the two jobs it ran.
+    let m = samples(&service.get("/metrics").body);
+    assert_eq!(m["grader_warm_workers{state=\"idle\"}"], 1.0, "{m:?}");
+    assert_eq!(m["grader_warm_workers{state=\"busy\"}"], 0.0);
+    assert_eq!(m["grader_warm_worker_events_total{event=\"started\"}"], 1.0);
+    assert_eq!(m["grader_warm_worker_events_total{event=\"job\"}"], 2.0);
+    assert_eq!(m["grader_backend_ready{backend=\"local-warm\"}"], 1.0);
 
     // What `grader autograde` prints for the same job, and its exit code.
     let direct = grader()
@@ -907,4 +914,368 @@ fn batch_and_serve_use_warm_workers_unless_local_warm_workers_is_set() {
     let done = service.wait(reply.json()["id"].as_str().unwrap());
     assert_eq!(done["outcome"]["backend"], "local-warm");
     assert_eq!(service.get("/readyz").json()["backend"], "local-warm");
+}
+
+/// The samples of a metrics page: `name{labels}` → value.
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The sum of the samples whose series starts with `name{` and has every label of `labels`.
+fn sum_of(m: &std::collections::BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || k.as_str() == name)
+        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn metrics_count_jobs_by_kind_result_and_failure_time_them_and_show_queue_and_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tool = stand_in_tool(d);
+    let config = course(
+        d,
+        "bob,alice,carol",
+        &tool,
+        "concurrency = 1\n[local]\nwarm_workers = 0",
+    );
+    let service = Service::start(d, &config);
+    let jobs = d.join("svc/jobs");
+    let scrape = || {
+        let reply = service.get("/metrics");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(
+            reply
+                .headers
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{}",
+            reply.headers
+        );
+        samples(&reply.body)
+    };
+    let before = scrape();
+    assert_eq!(before["grader_jobs_accepted_total"], 0.0);
+    assert_eq!(before["grader_backend_ready{backend=\"local\"}"], 1.0);
+    assert_eq!(before["grader_concurrency"], 1.0);
+
+    // Bob graded; submitted twice while it runs (one job, one deduplicated).
+    sleep_for(d, 1, 0.7);
+    let bob = inline_job(&jobs.join("bob.json"));
+    let id = service.submit(&bob).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(service.submit(&bob).status, 200);
+    assert_eq!(service.wait(&id)["state"], "done");
+
+    // Alice runs long, carol waits: one running, one queued; both cancelled.
+    sleep_for(d, 2, 30.0);
+    let alice = service.submit(&inline_job(&jobs.join("alice.json"))).json();
+    let alice = alice["id"].as_str().unwrap().to_string();
+    assert!(settled(|| service.get(&format!("/v1/jobs/{alice}")).json()
+        ["state"]
+        == "running"));
+    let carol = service.submit(&inline_job(&jobs.join("carol.json"))).json();
+    let carol = carol["id"].as_str().unwrap().to_string();
+    let busy = scrape();
+    assert_eq!(busy["grader_jobs_running"], 1.0);
+    assert_eq!(busy["grader_queue_depth"], 1.0);
+    service.call("DELETE", &format!("/v1/jobs/{carol}"), &[], b"");
+    service.call("DELETE", &format!("/v1/jobs/{alice}"), &[], b"");
+    assert_eq!(service.wait(&alice)["state"], "cancelled");
+
+    // A commit the repository does not have: grading fails, with a failure kind.
+    let mut broken: Value = serde_json::from_slice(&bob).unwrap();
+    broken["submission"]["commit_hash"] = Value::from("0123456789abcdef0123456789abcdef01234567");
+    let reply = service.submit(&serde_json::to_vec(&broken).unwrap());
+    let failed = service.wait(reply.json()["id"].as_str().unwrap());
+    assert_eq!(failed["outcome"]["status"], "grading_failed");
+    let failure = failed["outcome"]["failure"].as_str().unwrap().to_string();
+
+    let m = scrape();
+    assert_eq!(m["grader_jobs_accepted_total"], 4.0, "{m:?}");
+    assert_eq!(m["grader_jobs_deduplicated_total"], 1.0);
+    assert_eq!(m["grader_jobs_refused_total{reason=\"queue_full\"}"], 0.0);
+    assert_eq!(
+        m["grader_jobs_finished_total{kind=\"autograde\",result=\"automatically_graded\",failure=\"none\"}"],
+        1.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        sum_of(
+            &m,
+            "grader_jobs_finished_total",
+            &["kind=\"autograde\"", "result=\"cancelled\""]
+        ),
+        2.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        m[&format!(
+            "grader_jobs_finished_total{{kind=\"autograde\",result=\"grading_failed\",failure=\"{failure}\"}}"
+        )],
+        1.0,
+        "{m:?}"
+    );
+    assert_eq!(sum_of(&m, "grader_jobs_finished_total", &[]), 4.0);
+    // Three jobs started (bob, alice, the broken one); carol never did.
+    let bucket = |le: &str| {
+        m[&format!("grader_grading_duration_seconds_bucket{{kind=\"autograde\",le=\"{le}\"}}")]
+    };
+    assert_eq!(
+        m["grader_grading_duration_seconds_count{kind=\"autograde\"}"],
+        3.0
+    );
+    assert_eq!(bucket("+Inf"), 3.0);
+    assert_eq!(bucket("600.0"), 3.0);
+    assert!(bucket("0.5") < 3.0, "bob slept 0.7 s: {m:?}");
+    assert!(m["grader_grading_duration_seconds_sum{kind=\"autograde\"}"] >= 0.7);
+    assert_eq!(m["grader_jobs_running"], 0.0);
+    assert_eq!(m["grader_queue_depth"], 0.0);
+    // A plain local backend has no warm workers and no pods.
+    assert!(!m.keys().any(|k| k.starts_with("grader_warm_workers")));
+    assert!(!m.keys().any(|k| k.starts_with("grader_kube_")));
+}
+
+/// Debian's `chromium` (scripts/install-chromium.sh), or `None` after a loud message (a
+/// failure under CI).
+fn chromium(test: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CHROMIUM").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/chromium")),
+    ];
+    if let Some(c) = candidates.into_iter().flatten().find(|c| c.is_file()) {
+        return Some(c);
+    }
+    let msg = format!("{test}: chromium not found (run scripts/install-chromium.sh)");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}; CI=true, so this is a failure");
+    }
+    eprintln!("\n==========\nSKIPPED {msg}\n==========\n");
+    None
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments (after 3 s of virtual time, so
+/// the page's script has fetched and drawn) and returns its standard output.
+fn headless(browser: &Path, profile: &Path, url: &str, extra: &[&str]) -> String {
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1200,900",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+/// The part of `html` from the element with `id` to the end of its table (or section).
+fn part<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}: {html}"));
+    let rest = &html[start..];
+    let end = rest.find("</section>").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn the_status_page_shows_running_queued_and_recent_jobs_and_a_score_histogram_in_chromium() {
+    let test =
+        "the_status_page_shows_running_queued_and_recent_jobs_and_a_score_histogram_in_chromium";
+    let Some(convert) = grader_convert(test) else {
+        return;
+    };
+    let Some(browser) = chromium(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(d.join("token"), "page-token\n").unwrap();
+    let config = course(
+        d,
+        "alice,bob,carol,dave,loop",
+        &convert,
+        &format!(
+            "concurrency = 1\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"",
+            d.join("token").display()
+        ),
+    );
+    let service = Service::start(d, &config);
+    let jobs = d.join("svc/jobs");
+    let tcp = |path: &str, headers: &[&str]| {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        exchange(stream, &request("GET", path, headers, b""))
+    };
+
+    // Four submissions graded (the example course's four different scores).
+    for student in ["alice", "bob", "carol", "dave"] {
+        let reply = service.submit(&inline_job(&jobs.join(format!("{student}.json"))));
+        let done = service.wait(reply.json()["id"].as_str().unwrap());
+        assert_eq!(done["outcome"]["status"], "automatically_graded", "{done}");
+    }
+    // One running (an endless loop, until its cell timeout), one queued behind it.
+    let running = service.submit(&inline_job(&jobs.join("loop.json"))).json();
+    let running = running["id"].as_str().unwrap().to_string();
+    assert!(settled(|| service
+        .get(&format!("/v1/jobs/{running}"))
+        .json()["state"]
+        == "running"));
+    let queued = service.submit(&inline_job(&jobs.join("alice.json"))).json();
+    assert_eq!(queued["state"], "queued");
+    let queued = queued["id"].as_str().unwrap().to_string();
+
+    // On TCP the page is open (it holds no data); its data and the metrics need the token.
+    let page = tcp("/", &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers
+            .contains("content-security-policy: default-src 'none'")
+    );
+    assert_eq!(tcp("/v1/status", &[]).status, 401);
+    assert_eq!(tcp("/metrics", &[]).status, 401);
+    assert_eq!(
+        tcp("/metrics", &["Authorization: Bearer page-token"]).status,
+        200
+    );
+    // The token goes in the fragment, which the browser never sends.
+    let url = format!("http://127.0.0.1:{port}/#token=page-token");
+
+    // The DOM after the script ran.
+    let dom = headless(&browser, &d.join("profile-dom"), &url, &["--dump-dom"]);
+    let run_rows = part(&dom, "running");
+    assert!(
+        run_rows.contains(&format!("data-job=\"{running}\"")),
+        "the running job: {run_rows}"
+    );
+    assert!(run_rows.contains("loop"), "{run_rows}");
+    let queue_rows = part(&dom, "queued");
+    assert!(
+        queue_rows.contains(&format!("data-job=\"{queued}\"")),
+        "the queued job: {queue_rows}"
+    );
+    let recent = part(&dom, "recent");
+    assert_eq!(
+        recent.matches("class=\"job-row ok\"").count(),
+        4,
+        "four graded outcomes: {recent}"
+    );
+    for student in ["alice", "bob", "carol", "dave"] {
+        assert!(
+            recent.contains(&format!(">{student}<")),
+            "{student}: {recent}"
+        );
+    }
+    assert!(recent.contains("automatically_graded"));
+    let histogram = part(&dom, "histograms");
+    assert!(
+        histogram.contains("data-assignment=\"cs101 / "),
+        "{histogram}"
+    );
+    let counts: Vec<u64> = histogram
+        .split("class=\"bar\"")
+        .skip(1)
+        .map(|bar| {
+            let n = bar.split("data-count=\"").nth(1).unwrap();
+            n[..n.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(counts.len(), 10, "ten bars: {histogram}");
+    assert_eq!(counts.iter().sum::<u64>(), 4, "{counts:?}");
+    assert!(
+        !dom.contains("needs the bearer token"),
+        "the token was used"
+    );
+
+    // The screenshot: the tables and the bars are drawn, not a blank page.
+    let shot = d.join("status.png");
+    headless(
+        &browser,
+        &d.join("profile-shot"),
+        &url,
+        &[&format!("--screenshot={}", shot.display())],
+    );
+    let keep = std::env::var_os("SERVE_PAGE_SCREENSHOT").map(PathBuf::from);
+    if let Some(keep) = &keep {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    assert_eq!((w, h), (1200, 900));
+    let channels = info.color_type.samples();
+    let at = |x: usize, y: usize| {
+        let i = (y * w + x) * channels;
+        (pixels[i], pixels[i + 1], pixels[i + 2])
+    };
+    let near = |(r, g, b): (u8, u8, u8), (x, y, z): (u8, u8, u8)| {
+        r.abs_diff(x) < 24 && g.abs_diff(y) < 24 && b.abs_diff(z) < 24
+    };
+    // The bars' colour (#2f6fdb), and rows of text (dark pixels on white) below the header.
+    let bar_pixels = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .filter(|&(x, y)| near(at(x, y), (0x2f, 0x6f, 0xdb)))
+        .count();
+    assert!(
+        bar_pixels > 1000,
+        "the histogram bars are drawn: {bar_pixels} pixels"
+    );
+    let text_rows = (80..h)
+        .filter(|&y| (0..w).any(|x| near(at(x, y), (0x1d, 0x24, 0x30))))
+        .count();
+    assert!(
+        text_rows > 150,
+        "the tables are drawn: {text_rows} rows with text"
+    );
+    let header = (0..w)
+        .filter(|&x| near(at(x, 5), (0x1d, 0x24, 0x30)))
+        .count();
+    assert!(header > w / 2, "the header bar is drawn");
+
+    for id in [&queued, &running] {
+        service.call("DELETE", &format!("/v1/jobs/{id}"), &[], b"");
+    }
+    assert_eq!(service.wait(&running)["state"], "cancelled");
 }
