@@ -66,18 +66,23 @@
 
 #![warn(missing_docs)]
 
+mod context;
 mod error;
+mod keys;
+mod layers;
+mod loaded;
 mod loader;
 mod model;
+mod overrides;
 mod render;
 pub mod schema;
 mod settings;
+mod validate;
 
 pub use error::{ConfigError, Layer};
-pub use loader::{
-    ConfigLoader, LOCAL_CONFIG_FILE, Loaded, NOT_SET, Overrides, RESERVED_ENV_VARS,
-    SYSTEM_CONFIG_FILE,
-};
+pub use loaded::{Loaded, NOT_SET};
+pub use loader::{ConfigLoader, LOCAL_CONFIG_FILE, RESERVED_ENV_VARS, SYSTEM_CONFIG_FILE};
 pub use model::*;
+pub use overrides::Overrides;
 pub use schema::{ENV_PREFIX, KEYS, KeyInfo, KeyKind, reference_markdown};
 pub use settings::{LocalSettings, SettingError, Settings, WarmSettings};
