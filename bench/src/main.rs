@@ -9,6 +9,9 @@
 //! * `warm`: `grader batch` with the real grading tool, a plain process per submission
 //!   against warm workers (`local.warm_workers`), beside the reference's in-process time
 //!   (project issue 8).
+//! * `serve`: submissions sent one at a time through `grader submit --wait` to `grader serve`
+//!   with a warm worker, beside the reference's in-process time and cold `grader autograde`
+//!   (project issue 14).
 //! * `criterion-summary`: the criterion results of `cargo bench -p grader-model` as a table.
 //!
 //! Every subcommand prints a markdown table and writes `<name>.json` and `<name>.md` to the
@@ -22,6 +25,7 @@ mod kube_latency;
 mod local_overhead;
 mod proc;
 mod report;
+mod serve;
 mod stats;
 mod warm;
 mod workdir;
@@ -62,6 +66,8 @@ enum Command {
     Batch(batch::Args),
     /// Warm workers against a plain process per submission, beside the reference.
     Warm(warm::Args),
+    /// `grader submit --wait` against `grader serve`, beside the reference and cold runs.
+    Serve(serve::Args),
     /// Table of the criterion results under a target directory.
     CriterionSummary(criterion_summary::Args),
 }
@@ -88,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             Command::KubeLatency(args) => kube_latency::run(&root, &out, args).await,
             Command::Batch(args) => batch::run(&root, &out, args).await,
             Command::Warm(args) => warm::run(&root, &out, args).await,
+            Command::Serve(args) => serve::run(&root, &out, args).await,
             Command::CriterionSummary(args) => criterion_summary::run(&out, args),
         }
     })

@@ -105,19 +105,19 @@ struct Run {
     outcomes: Vec<Graded>,
 }
 
-/// `bench/reference_inprocess.py` on the same submissions.
+/// `bench/reference_inprocess.py` on the same submissions (also used by `serve`).
 #[derive(Debug, Serialize, Deserialize)]
-struct Reference {
+pub(crate) struct Reference {
     /// Wall time of the whole Python process (import included).
-    wall_s: f64,
-    median_inprocess_s: f64,
-    median_kernel_s: f64,
-    import_s: f64,
-    inprocess: Summary,
-    kernel: Summary,
-    load_after: String,
+    pub(crate) wall_s: f64,
+    pub(crate) median_inprocess_s: f64,
+    pub(crate) median_kernel_s: f64,
+    pub(crate) import_s: f64,
+    pub(crate) inprocess: Summary,
+    pub(crate) kernel: Summary,
+    pub(crate) load_after: String,
     /// The script's JSON output as it is.
-    output: Value,
+    pub(crate) output: Value,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,7 +180,7 @@ fn expected_scores(service: &Path) -> anyhow::Result<BTreeMap<u64, f64>> {
 /// A fresh service dir of the example course under `dir` with `jobs-N.jsonl`, the first
 /// `n` jobs of its `jobs.jsonl`. Returns the service dir, the jobs file and the expected
 /// scores of those jobs.
-fn fresh_service(
+pub(crate) fn fresh_service(
     root: &Path,
     dir: &Path,
     n: usize,
@@ -211,13 +211,13 @@ fn fresh_service(
     Ok((service, jobs, expected))
 }
 
-struct Bench<'a> {
-    root: &'a Path,
-    grader: &'a Path,
-    convert: &'a Path,
-    work: &'a Path,
-    logs: PathBuf,
-    submissions: usize,
+pub(crate) struct Bench<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) grader: &'a Path,
+    pub(crate) convert: &'a Path,
+    pub(crate) work: &'a Path,
+    pub(crate) logs: PathBuf,
+    pub(crate) submissions: usize,
 }
 
 impl Bench<'_> {
@@ -350,7 +350,7 @@ impl Bench<'_> {
         Ok(run)
     }
 
-    fn reference(&self, python: &Path) -> anyhow::Result<Reference> {
+    pub(crate) fn reference(&self, python: &Path) -> anyhow::Result<Reference> {
         let dir = self.work.join("reference");
         let (service, _, _) = fresh_service(self.root, &dir, self.submissions)?;
         let json = dir.join("reference.json");
