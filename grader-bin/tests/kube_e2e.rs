@@ -472,6 +472,7 @@ async fn a_tool_exiting_1_fails_the_job_with_its_output_and_the_pod_is_deleted()
         autograde_bob(&env, "convert_executable = \"grader-convert-fails\"").await?;
     assert_eq!(code, Some(1), "{outcome:#}");
     assert_eq!(outcome["status"], "grading_failed");
+    assert_eq!(outcome["failure"], "tool_exited", "{outcome:#}");
     let error = str_of(&outcome, "error");
     assert!(
         error.contains(&name) && error.contains("exited with code 1"),
@@ -523,6 +524,7 @@ async fn a_pod_past_max_grading_time_fails_the_job_in_bounded_time_and_is_delete
     .await?;
     assert_eq!(code, Some(1), "{outcome:#}");
     assert_eq!(outcome["status"], "grading_failed");
+    assert_eq!(outcome["failure"], "timed_out", "{outcome:#}");
     let error = str_of(&outcome, "error");
     assert!(
         error.contains("max_grading_time") && error.contains(&name),
@@ -608,6 +610,7 @@ async fn a_pod_deleted_by_someone_else_fails_the_job_saying_so() -> Result<()> {
     let outcome = outcome_of(&out)?;
     assert_eq!(out.status.code(), Some(1), "{outcome:#}");
     assert_eq!(outcome["status"], "grading_failed");
+    assert_eq!(outcome["failure"], "infrastructure", "{outcome:#}");
     let error = str_of(&outcome, "error");
     assert!(
         error.contains(&name) && error.contains("was deleted before it finished"),
@@ -1060,6 +1063,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_job_after_unschedulable_grace(
     let outcome = outcome_of(&out)?;
     assert_eq!(out.status.code(), Some(1), "{outcome:#}");
     assert_eq!(outcome["status"], "grading_failed");
+    assert_eq!(outcome["failure"], "tool_not_started", "{outcome:#}");
     let error = str_of(&outcome, "error");
     assert!(
         error.contains(&name)
@@ -1134,6 +1138,58 @@ async fn ctrl_c_during_a_kube_batch_deletes_the_running_pods() -> Result<()> {
     }
     assert!(observer.of(&pod_name(&expected[2])).is_empty());
     env.wait_no_grading_pods(GONE_TIMEOUT).await?;
+    env.stop().await;
+    Ok(())
+}
+
+/// `grader batch` writes no outcome for an interrupted job; `grader autograde` prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_kube_autograde_prints_a_cancelled_outcome_and_deletes_the_pod()
+-> Result<()> {
+    let _serial = serial().await;
+    let Some(env) = Env::start(Spec {
+        test: "ctrl_c_during_a_kube_autograde",
+        tools: &[(
+            "grader-convert-slow",
+            "echo 'stand-in tool: working'; sleep 600",
+        )],
+        grades: false,
+        ..Default::default()
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let exp = env.expected_for("bob")?;
+    let name = pod_name(&exp);
+    let observer = PodObserver::start(env.pods()).await?;
+    let config = slow_config(&env)?;
+    let child = spawn_autograde(&env, &config)?;
+    observer
+        .wait_phase(&name, "Running", Duration::from_secs(60))
+        .await?;
+    let pid = child.id().context("pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let out = finish(child, "grader autograde").await?;
+    let outcome = outcome_of(&out)?;
+    assert_eq!(out.status.code(), Some(130), "{outcome:#}");
+    assert_eq!(outcome["status"], "grading_failed");
+    assert_eq!(outcome["failure"], "cancelled", "{outcome:#}");
+    let error = str_of(&outcome, "error");
+    assert!(
+        error.contains(&name) && error.contains("cancelled"),
+        "{error}"
+    );
+    let last = observer.of(&name).last().cloned().context("seen")?;
+    assert!(
+        last.deleting || last.deleted,
+        "{name} was not being deleted when grader exited: phase {}",
+        last.phase
+    );
+    env.wait_gone(&name, GONE_TIMEOUT).await?;
     env.stop().await;
     Ok(())
 }
