@@ -33,7 +33,9 @@ pub const LOCAL_CONFIG_FILE: &str = "grader.toml";
 /// environment of the grading tool), `GRADER_CONFIG` (configuration file, like
 /// `--config`), and the test and set-up scripts' `GRADER_CONVERT`,
 /// `GRADER_KUBE_APISERVER`, `GRADER_ETCD`, `GRADER_ETCD_FROM_SOURCE`,
-/// `GRADER_TESTKIT_KEEP`.
+/// `GRADER_TESTKIT_KEEP`, and Grader Service's own (`GRADER_DB_URL`, `GRADER_COOKIE_SECRET`,
+/// `GRADER_HOST`, `GRADER_HOST_URL`, `GRADER_PORT`, `GRADER_SERVICE_DIRECTORY`), so that
+/// `grader` can run in the environment of Grader Service's worker.
 pub const RESERVED_ENV_VARS: &[&str] = &[
     "GRADER_LOG",
     "GRADER_CACHE",
@@ -44,6 +46,14 @@ pub const RESERVED_ENV_VARS: &[&str] = &[
     "GRADER_ETCD",
     "GRADER_ETCD_FROM_SOURCE",
     "GRADER_TESTKIT_KEEP",
+    // Grader Service's own variables: `grader` runs beside `grader-worker`, often in its
+    // environment.
+    "GRADER_COOKIE_SECRET",
+    "GRADER_DB_URL",
+    "GRADER_HOST",
+    "GRADER_HOST_URL",
+    "GRADER_PORT",
+    "GRADER_SERVICE_DIRECTORY",
 ];
 
 /// Builds a [`Loaded`] configuration from its layers. [`ConfigLoader::new`]
