@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use grader_local::local::PASSED_ENV;
+use grader_local::PASSED_ENV;
 use grader_local::{GradingTask, Job};
 use grader_model::gradebook::Gradebook;
 use serde::Serialize;

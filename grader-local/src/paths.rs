@@ -37,7 +37,7 @@ pub struct JobPaths {
     pub relative_input_dir: String,
     /// `output_dir` relative to `service_dir`.
     pub relative_output_dir: String,
-    /// The file whose lock a run holds while it uses the work dirs (see [`crate::lock`]).
+    /// The file whose lock a run holds while it uses the work dirs (see [`crate::WorkLock`]).
     pub lock_file: PathBuf,
 }
 

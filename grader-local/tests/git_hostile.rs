@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grader_local::git::Git;
+use grader_local::Git;
 use grader_local::warm::{PoolSettings, WarmBackend};
 use grader_local::{Executor, ExecutorConfig, GradingBackend, LocalBackend, ProcessGit, Status};
 use grader_model::AutoStatus;
