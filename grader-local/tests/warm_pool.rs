@@ -39,7 +39,7 @@ fn standin_dir() -> PathBuf {
 }
 
 fn spec(python: &Path, entry_point: &str) -> WorkerSpec {
-    let mut env: Vec<(String, OsString)> = grader_local::local::passed_env()
+    let mut env: Vec<(String, OsString)> = grader_local::passed_env()
         .filter(|(k, _)| *k != "PYTHONPATH")
         .map(|(k, v)| (k.to_string(), v))
         .collect();
@@ -683,7 +683,7 @@ async fn a_jobs_child_has_no_privileges_and_cannot_read_its_worker_or_grader() {
     for var in environ.split(|b| *b == 0).filter(|v| !v.is_empty()) {
         let name = String::from_utf8_lossy(var.split(|b| *b == b'=').next().unwrap());
         assert!(
-            grader_local::local::PASSED_ENV.contains(&name.as_ref()),
+            grader_local::PASSED_ENV.contains(&name.as_ref()),
             "the worker's environment holds {name}"
         );
     }
