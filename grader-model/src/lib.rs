@@ -13,7 +13,7 @@
 //! * The checks used by configuration loading and by the job check alike: [`safe_path`]
 //!   (names that become paths), [`timeouts`] (cell timeouts), [`image_name`] (the image
 //!   template), [`pod_name::is_dns1123_label`].
-//! * Kubernetes, pure: [`slug`] and [`pod_name`] (names), [`k8s`] (typed models and the
+//! * Kubernetes, pure: [`slug`] and [`mod@pod_name`] (names), [`k8s`] (typed models and the
 //!   reference's `update_k8s_model` merge), [`pod`] (`make_pod`).
 
 pub mod domain;
