@@ -8,7 +8,9 @@
 #    (e2e/control-plane/build.sh; both are no-ops when done before),
 # 3. runs `grader-bench local-overhead`, `kube-latency`, `batch` and `warm` (warm workers
 #    against a plain process per submission and the reference's in-process time, with
-#    bench/reference_inprocess.py), and the criterion bench of the pure utilities
+#    bench/reference_inprocess.py), `serve` (submissions one at a time through `grader submit
+#    --wait` to `grader serve`, beside the reference and cold `grader autograde`), and the
+#    criterion bench of the pure utilities
 #    (`cargo bench -p grader-model --bench model`),
 # 4. writes bench/results/RESULTS.md: the machine, the command and every table (each
 #    measurement also leaves <name>.json and <name>.md in bench/results/).
@@ -19,6 +21,7 @@
 # Environment (optional): BENCH_RUNS (local-overhead rounds, default 7), BENCH_NOOP_RUNS (15),
 # BENCH_SUBMISSIONS (batch size, 200), BENCH_CONCURRENCY (1,4,16), BENCH_INFLIGHT (200),
 # BENCH_WARM_SUBMISSIONS (warm batch size, 50), BENCH_WARM_CONCURRENCY (1,2),
+# BENCH_SERVE_SUBMISSIONS (serve, 20),
 # BENCH_SKIP_CRITERION=1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,6 +82,10 @@ log "warm workers against cold runs and the reference ($(uptime))"
     --submissions "${BENCH_WARM_SUBMISSIONS:-50}" \
     --concurrency "${BENCH_WARM_CONCURRENCY:-1,2}" >/dev/null
 
+log "grader serve against the reference and cold runs ($(uptime))"
+"$bench" --out "$out" serve --grader "$grader" --convert "$convert" \
+    --submissions "${BENCH_SERVE_SUBMISSIONS:-20}" >/dev/null
+
 if [[ "${BENCH_SKIP_CRITERION:-}" != 1 ]]; then
     log "criterion: pure utilities ($(uptime))"
     cargo bench --quiet -p grader-model --bench model -- --warm-up-time 1 --measurement-time 3 \
@@ -93,7 +100,7 @@ fi
     echo "$(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s here. Machine:"
     echo
     cat "$out/machine.md"
-    for name in local-overhead kube-latency batch warm criterion; do
+    for name in local-overhead kube-latency batch warm serve criterion; do
         if [[ -f "$out/$name.md" ]]; then
             echo
             # One level below the section heading.
