@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, LogParams, PostParams};
 use kube_testkit::{ControlPlane, RealNode, RealNodeConfig};
 use serde_json::json;
@@ -74,38 +74,9 @@ async fn a_pod_of_the_grading_image_runs_in_a_container_on_the_real_node() -> Re
     );
     cp.create_namespace("smoke", true).await?;
     let pods: Api<Pod> = Api::namespaced(cp.client().await?, "smoke");
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": { "name": "whoami" },
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "securityContext": { "runAsNonRoot": true, "runAsUser": 1000,
-                                 "seccompProfile": { "type": "RuntimeDefault" } },
-            "containers": [{
-                "name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", "id -u; grader-convert --help | head -1"],
-                "securityContext": { "allowPrivilegeEscalation": false,
-                                     "capabilities": { "drop": ["ALL"] } }
-            }]
-        }
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let pod = pods.get("whoami").await?;
-        let status = pod.status.clone().unwrap_or_default();
-        match status.phase.as_deref() {
-            Some("Succeeded") => break,
-            Some("Failed") => bail!("pod failed: {status:?}\n{}", node.log("kubelet")),
-            _ if Instant::now() > deadline => {
-                bail!(
-                    "pod not done: {status:?}\nkubelet:\n{}",
-                    tail(&node.log("kubelet"))
-                )
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    pods.create(&PostParams::default(), &whoami(&image)?)
+        .await?;
+    wait_succeeded(&pods, &node).await?;
     let pod = pods.get("whoami").await?;
     assert_eq!(
         pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
@@ -119,6 +90,103 @@ async fn a_pod_of_the_grading_image_runs_in_a_container_on_the_real_node() -> Re
     assert!(logs.starts_with("1000\n"), "{logs}");
     node.stop();
     Ok(())
+}
+
+/// The workplace's network rule: test traffic goes to loopback only. The Node advertises
+/// only loopback addresses, the API server reaches kubelet (pods/log) on loopback, and no
+/// process of the test (etcd, kube-apiserver, containerd, kubelet, kube-scheduler,
+/// kube-controller-manager) listens on or connects to any other address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_node_and_its_control_plane_use_only_loopback() -> Result<()> {
+    let Some((image, archive)) = grading_image()? else {
+        return Ok(());
+    };
+    let Some(cp) = ControlPlane::start().await? else {
+        return Ok(());
+    };
+    let Some(node) = RealNode::start(
+        &cp,
+        RealNodeConfig {
+            images: vec![archive],
+            ..Default::default()
+        },
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let client = cp.client().await?;
+    let addresses = Api::<Node>::all(client.clone())
+        .get(node.name())
+        .await?
+        .status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default();
+    assert!(!addresses.is_empty());
+    for address in &addresses {
+        let loopback = address.address == "localhost"
+            || address
+                .address
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        assert!(loopback, "the Node advertises {address:?}: {addresses:?}");
+    }
+    // A pod whose logs the API server fetches from kubelet.
+    cp.create_namespace("net", true).await?;
+    let pods: Api<Pod> = Api::namespaced(client, "net");
+    pods.create(&PostParams::default(), &whoami(&image)?)
+        .await?;
+    wait_succeeded(&pods, &node).await?;
+    let logs = pods.logs("whoami", &LogParams::default()).await?;
+    assert!(logs.starts_with("1000\n"), "{logs}");
+    let outside = RealNode::non_loopback_tcp_sockets();
+    let described: Vec<String> = outside.iter().map(ToString::to_string).collect();
+    assert!(
+        outside.is_empty(),
+        "sockets outside loopback:\n{}",
+        described.join("\n")
+    );
+    node.stop();
+    Ok(())
+}
+
+/// A pod of the grading image that prints its uid and the tool's first help line.
+fn whoami(image: &str) -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": { "name": "whoami" },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 1000,
+                                 "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "id -u; grader-convert --help | head -1"],
+                "securityContext": { "allowPrivilegeEscalation": false,
+                                     "capabilities": { "drop": ["ALL"] } }
+            }]
+        }
+    }))?)
+}
+
+/// Waits until pod `whoami` succeeded (two minutes at most).
+async fn wait_succeeded(pods: &Api<Pod>, node: &RealNode) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pod = pods.get("whoami").await?;
+        let status = pod.status.clone().unwrap_or_default();
+        match status.phase.as_deref() {
+            Some("Succeeded") => return Ok(()),
+            Some("Failed") => bail!("pod failed: {status:?}\n{}", node.log("kubelet")),
+            _ if Instant::now() > deadline => {
+                bail!(
+                    "pod not done: {status:?}\nkubelet:\n{}",
+                    tail(&node.log("kubelet"))
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 fn tail(text: &str) -> String {

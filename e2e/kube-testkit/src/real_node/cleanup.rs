@@ -117,7 +117,8 @@ fn unescape(field: &str) -> String {
     out
 }
 
-fn pids() -> Vec<i32> {
+/// Every process id in `/proc`.
+pub(super) fn pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .map(|entries| {
             entries

@@ -36,7 +36,6 @@ pub(super) fn write_all(
     cp: &ControlPlane,
     binaries: &NodeBinaries,
     config: &RealNodeConfig,
-    node_ip: std::net::Ipv4Addr,
 ) -> Result<Files> {
     let write = |name: &str, contents: &str| -> Result<PathBuf> {
         let path = root.join(name);
@@ -126,7 +125,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     let containerd_config = write("containerd.toml", &containerd)?;
 
     // kubelet: certificates from the control plane's CA, a kubeconfig, its configuration.
-    let (client, serving) = pki::kubelet_certs(cp.data_dir(), &config.node_name, node_ip)?;
+    let (client, serving) = pki::kubelet_certs(cp.data_dir(), super::NODE_NAME)?;
     let serving_crt = write("kubelet/pki/kubelet.crt", &serving.cert)?;
     let serving_key = write("kubelet/pki/kubelet.key", &serving.key)?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -149,8 +148,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     let kubelet = json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        // The API server reaches kubelet (pods/log) at the node's InternalIP.
-        "address": node_ip.to_string(),
+        // Loopback only: the API server reaches kubelet (pods/log) at the Node's InternalIP,
+        // which is 127.0.0.1 (see NODE_NAME); the read-only port is off.
+        "address": "127.0.0.1",
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",

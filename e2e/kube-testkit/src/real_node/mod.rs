@@ -10,10 +10,17 @@
 //!   the `KubeletConfiguration`, the kubeconfigs.
 //! * `cleanup` — tearing down what containers leave on the host (shims, mounts, the bridge),
 //!   also for nodes of test processes that died.
+//! * `netcheck` — the TCP sockets of the test's processes, to show they stay on loopback.
 //!
 //! Only one real node runs on a machine at a time (kubelet owns the `kubepods` cgroups and
 //! containerd's shims are machine-wide): [`RealNode::start`] takes a process-wide lock and a
 //! file lock in the cache directory, held until the node is stopped.
+//!
+//! Network: every connection stays on loopback. kubelet, kube-scheduler and
+//! kube-controller-manager serve on `127.0.0.1`, containerd's streaming server too, and the
+//! Node is named `127.0.0.1` so that its only addresses are loopback ([`NODE_NAME`]): the
+//! API server calls kubelet there. Pods get addresses of the CNI bridge inside network
+//! namespaces the runtime creates. [`RealNode::non_loopback_tcp_sockets`] lets a test check it.
 //!
 //! What the node needs from the machine, and what it changes there:
 //! * root, cgroup v1 or v2 (kubelet runs with the `cgroupfs` driver, no systemd), overlayfs
@@ -26,6 +33,7 @@
 mod binaries;
 mod cleanup;
 mod config;
+mod netcheck;
 mod pki;
 
 use std::collections::BTreeMap;
@@ -50,11 +58,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// control plane's reaper, which knows nothing about mounts and shims).
 pub(crate) const DIR_PREFIX: &str = "grader-testnode-";
 
+/// The Node's name, and kubelet's `--hostname-override`: an IP address given as the
+/// hostname is what kubelet advertises as the Node's `InternalIP` (and `Hostname`) without
+/// the loopback check it applies to `--node-ip`. So the Node has only loopback addresses,
+/// kubelet serves on `127.0.0.1`, and the API server (`--kubelet-preferred-address-types=
+/// InternalIP`) reaches it there for `pods/log`: no test traffic leaves loopback.
+pub(crate) const NODE_NAME: &str = "127.0.0.1";
+
 /// What a [`RealNode`] runs with.
 #[derive(Clone, Debug)]
 pub struct RealNodeConfig {
-    /// The Node's name (also the kubelet's `--hostname-override`).
-    pub node_name: String,
     /// OCI image archives imported into containerd's `k8s.io` namespace before kubelet
     /// starts (the pause image is always imported).
     pub images: Vec<PathBuf>,
@@ -65,7 +78,6 @@ pub struct RealNodeConfig {
 impl Default for RealNodeConfig {
     fn default() -> Self {
         RealNodeConfig {
-            node_name: "grader-node".into(),
             images: Vec::new(),
             max_pods: 110,
         }
@@ -132,7 +144,7 @@ impl RealNode {
             dir: Some(dir),
             children: Vec::new(),
             socket: root.join("containerd.sock"),
-            node_name: config.node_name.clone(),
+            node_name: NODE_NAME.to_string(),
             binaries,
             sysctls: config::KERNEL_TUNABLES
                 .iter()
@@ -149,8 +161,7 @@ impl RealNode {
         let started = Instant::now();
 
         // containerd, with the images.
-        let node_ip = node_ip()?;
-        let files = config::write_all(&root, cp, &node.binaries, &config, node_ip)?;
+        let files = config::write_all(&root, cp, &node.binaries, &config)?;
         let mut containerd = Command::new(&node.binaries.containerd);
         containerd.arg("--config").arg(&files.containerd_config);
         node.spawn("containerd", containerd, &root.join("containerd.log"))?;
@@ -172,8 +183,7 @@ impl RealNode {
                 files.kubelet_kubeconfig.display()
             ))
             .arg(format!("--root-dir={}", root.join("kubelet").display()))
-            .arg(format!("--hostname-override={}", config.node_name))
-            .arg(format!("--node-ip={node_ip}"))
+            .arg(format!("--hostname-override={NODE_NAME}"))
             .arg("--v=2");
         node.spawn("kubelet", kubelet, &root.join("kubelet.log"))?;
         let [sched_port, cm_port] = free_ports::<2>()?;
@@ -220,6 +230,16 @@ impl RealNode {
         node.timings.insert("ready", started.elapsed());
         tracing::info!(elapsed = ?started.elapsed(), node = %node.node_name, "real node ready");
         Ok(node)
+    }
+
+    /// The TCP sockets of this process and its descendants (control plane, node programs,
+    /// `grader`) whose addresses are not all loopback, including listeners on every
+    /// interface: the tests' evidence that test traffic stays on loopback.
+    pub fn non_loopback_tcp_sockets() -> Vec<netcheck::TcpSocket> {
+        netcheck::tcp_sockets_of_this_process_tree()
+            .into_iter()
+            .filter(|s| !s.is_loopback())
+            .collect()
     }
 
     /// The Node's name.
@@ -420,25 +440,6 @@ impl RealNode {
 impl Drop for RealNode {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// The node's address: env `GRADER_NODE_IP`, else the host's address on its default route.
-/// kubelet refuses a loopback node IP ("nodeIP can't be loopback address": the Node would
-/// get no InternalIP, and the API server could not reach kubelet for logs).
-fn node_ip() -> Result<std::net::Ipv4Addr> {
-    if let Ok(ip) = std::env::var("GRADER_NODE_IP") {
-        return ip.parse().with_context(|| format!("GRADER_NODE_IP={ip}"));
-    }
-    // connect() on UDP sends nothing; it only picks the route and thus the source address.
-    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
-    socket
-        .connect((std::net::Ipv4Addr::new(192, 0, 2, 255), 9))
-        .or_else(|_| socket.connect((std::net::Ipv4Addr::new(1, 1, 1, 1), 9)))
-        .context("no default route: set GRADER_NODE_IP to a non-loopback address of this host")?;
-    match socket.local_addr()?.ip() {
-        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Ok(ip),
-        other => bail!("the host's address {other} cannot be a node IP: set GRADER_NODE_IP"),
     }
 }
 

@@ -58,14 +58,14 @@ fn leaf(
 }
 
 /// The kubelet's client certificate (`CN=system:node:<node>`, `O=system:nodes`, what the
-/// API server's Node authorizer expects) and its serving certificate (127.0.0.1, localhost,
-/// the node name and IP).
-pub(super) fn kubelet_certs(
-    data: &Path,
-    node: &str,
-    node_ip: std::net::Ipv4Addr,
-) -> Result<(Pem, Pem)> {
+/// API server's Node authorizer expects) and its serving certificate (127.0.0.1, ::1,
+/// localhost and the node name: kubelet serves on loopback only).
+pub(super) fn kubelet_certs(data: &Path, node: &str) -> Result<(Pem, Pem)> {
     let ca = control_plane_ca(data)?;
+    let mut sans: Vec<String> = vec!["127.0.0.1".into(), "::1".into(), "localhost".into()];
+    if !sans.iter().any(|s| s == node) {
+        sans.push(node.to_string());
+    }
     let client = leaf(
         &ca,
         &[],
@@ -73,17 +73,6 @@ pub(super) fn kubelet_certs(
         Some("system:nodes"),
         ExtendedKeyUsagePurpose::ClientAuth,
     )?;
-    let serving = leaf(
-        &ca,
-        &[
-            node_ip.to_string(),
-            "127.0.0.1".into(),
-            "localhost".into(),
-            node.to_string(),
-        ],
-        node,
-        None,
-        ExtendedKeyUsagePurpose::ServerAuth,
-    )?;
+    let serving = leaf(&ca, &sans, node, None, ExtendedKeyUsagePurpose::ServerAuth)?;
     Ok((client, serving))
 }
