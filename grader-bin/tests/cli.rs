@@ -1,50 +1,15 @@
 //! The real `grader` binary on the example course: single job, batch, bad config, bad job,
 //! Ctrl-C during a batch, and the small commands.
 
+mod common;
+
+use common::{grader, grader_convert, repo_root, under_ci};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The real grading tool, or `None` after a loud message (a failure under CI).
-fn grader_convert(test: &str) -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("GRADER_CONVERT").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| {
-            PathBuf::from(h).join(".cache/grader/venv-grader-service-0.12.5/bin/grader-convert")
-        }),
-    ];
-    if let Some(c) = candidates.into_iter().flatten().find(|c| c.is_file()) {
-        return Some(c);
-    }
-    let msg = format!(
-        "{test}: grader-convert not found (set GRADER_CONVERT or run scripts/setup-venv.sh)"
-    );
-    if under_ci() {
-        panic!("{msg}; CI=true, so this is a failure");
-    }
-    eprintln!("\n==========\nSKIPPED {msg}\n==========\n");
-    None
-}
-
-fn grader() -> Command {
-    let mut cmd = Command::cargo_bin("grader").unwrap();
-    cmd.env_remove("GRADER_CONFIG").env("GRADER_LOG", "warn");
-    cmd
-}
 
 /// A service dir from the example course and a config file for it.
 /// Runs `cmd`, which must exit 0, and parses what it printed as JSON.

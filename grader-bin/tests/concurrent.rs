@@ -2,38 +2,16 @@
 //! first (a lock on the submission's work dirs that dies with its holder), and both report its
 //! exact score; a `grader` killed while holding the lock does not block the next one.
 
+mod common;
+
+use common::{grader_convert, repo_root};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The real grading tool, or `None` after a loud message (a failure under CI).
-fn grader_convert(test: &str) -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("GRADER_CONVERT").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| {
-            PathBuf::from(h).join(".cache/grader/venv-grader-service-0.12.5/bin/grader-convert")
-        }),
-    ];
-    if let Some(c) = candidates.into_iter().flatten().find(|c| c.is_file()) {
-        return Some(c);
-    }
-    let msg = format!("{test}: grader-convert not found (run scripts/setup-venv.sh)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}; CI=true, so this is a failure");
-    }
-    eprintln!("\n==========\nSKIPPED {msg}\n==========\n");
-    None
-}
 
 /// A service dir with bob's submission and a config for it.
 fn course(dir: &Path, convert: &Path) -> PathBuf {

@@ -2,45 +2,16 @@
 //! serving the example course, with a stand-in tool (a shell script that sleeps as long as
 //! the test says) for the API cases and the real grader-convert for the grading cases.
 
+mod common;
+
+use common::{grader, grader_convert, repo_root};
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The real grading tool, or `None` after a loud message (a failure under CI).
-fn grader_convert(test: &str) -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("GRADER_CONVERT").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| {
-            PathBuf::from(h).join(".cache/grader/venv-grader-service-0.12.5/bin/grader-convert")
-        }),
-    ];
-    if let Some(c) = candidates.into_iter().flatten().find(|c| c.is_file()) {
-        return Some(c);
-    }
-    let msg = format!("{test}: grader-convert not found (set GRADER_CONVERT)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}; CI=true, so this is a failure");
-    }
-    eprintln!("\n==========\nSKIPPED {msg}\n==========\n");
-    None
-}
-
-fn grader() -> Command {
-    let mut cmd = Command::cargo_bin("grader").unwrap();
-    cmd.env_remove("GRADER_CONFIG").env("GRADER_LOG", "warn");
-    cmd
-}
 
 /// The example course for `students` in `dir/svc`, and a config using `tool` plus `extra`
 /// lines (the `[serve]` table is opened with the socket in `dir`).
