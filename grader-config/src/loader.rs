@@ -33,7 +33,8 @@ pub const LOCAL_CONFIG_FILE: &str = "grader.toml";
 /// environment of the grading tool), `GRADER_CONFIG` (configuration file, like
 /// `--config`), and the test and set-up scripts' `GRADER_CONVERT`,
 /// `GRADER_KUBE_APISERVER`, `GRADER_ETCD`, `GRADER_ETCD_FROM_SOURCE`,
-/// `GRADER_TESTKIT_KEEP`, and Grader Service's own (`GRADER_DB_URL`, `GRADER_COOKIE_SECRET`,
+/// `GRADER_TESTKIT_KEEP`, the real test node's (`GRADER_KUBELET`, `GRADER_GRADING_IMAGE`, ...)
+/// and the benchmark's, and Grader Service's own (`GRADER_DB_URL`, `GRADER_COOKIE_SECRET`,
 /// `GRADER_HOST`, `GRADER_HOST_URL`, `GRADER_PORT`, `GRADER_SERVICE_DIRECTORY`), so that
 /// `grader` can run in the environment of Grader Service's worker.
 pub const RESERVED_ENV_VARS: &[&str] = &[
@@ -46,6 +47,18 @@ pub const RESERVED_ENV_VARS: &[&str] = &[
     "GRADER_ETCD",
     "GRADER_ETCD_FROM_SOURCE",
     "GRADER_TESTKIT_KEEP",
+    "GRADER_KUBELET",
+    "GRADER_KUBE_SCHEDULER",
+    "GRADER_KUBE_CONTROLLER_MANAGER",
+    "GRADER_PAUSE_IMAGE",
+    "GRADER_PAUSE_IMAGE_ARCHIVE",
+    "GRADER_GRADING_IMAGE",
+    "GRADER_GRADING_IMAGE_ARCHIVE",
+    "GRADER_NODE_IP",
+    "GRADER_DEBIAN_MIRROR",
+    "GRADER_SERVICE_VERSION",
+    "GRADER_BENCH_KEEP",
+    "GRADER_BENCH_LOG",
     // Grader Service's own variables: `grader` runs beside `grader-worker`, often in its
     // environment.
     "GRADER_COOKIE_SECRET",
