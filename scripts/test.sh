@@ -72,7 +72,7 @@ else
 fi
 
 status=0
-cargo test --workspace "$@" || status=$?
+cargo test --workspace --no-fail-fast "$@" || status=$?
 if [ $# -eq 0 ]; then
     # The wheel is built from the debug build cargo test just made (no second release build).
     GS_E2E_PROFILE="${GS_E2E_PROFILE:-dev}" bash scripts/grader-service-e2e.sh || status=$?
