@@ -9,7 +9,9 @@
 //! Skips loudly when the node's programs (`bash e2e/control-plane/build.sh --node`,
 //! `bash e2e/control-plane/install-node-packages.sh`) or the grading image
 //! (`bash deploy/image/build.sh`) are missing, or when not root; under `CI=true` that is a
-//! failure. The tests run one at a time (one real node per machine).
+//! failure. The tests share one control plane and real node (started by the first, with the
+//! image imported once, stopped when the binary exits), each in its own namespace, and take
+//! turns; each ends by checking that no process of the test left loopback.
 
 #[path = "kube_node_e2e/support.rs"]
 mod support;
@@ -20,7 +22,7 @@ use anyhow::{Context, Result};
 use kube::api::{EvictParams, ListParams};
 use serde_json::Value;
 
-use support::{Env, PodObserver, run, serial};
+use support::{Env, PodObserver, run};
 
 /// Bound of one `grader` run that grades one submission in a container.
 const GRADING_TIMEOUT: Duration = Duration::from_secs(300);
@@ -90,7 +92,6 @@ async fn autograde(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_course_is_graded_in_a_real_container_logged_by_kubelet_and_deleted()
 -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start("graded_in_a_real_container", &["--students", "bob"]).await? else {
         return Ok(());
     };
@@ -117,8 +118,10 @@ async fn the_example_course_is_graded_in_a_real_container_logged_by_kubelet_and_
     assert!(phases.contains(&"Succeeded".to_string()), "{phases:?}");
     assert_eq!(observer.uids(&name).len(), 1);
     assert!(
-        env.node().log("kubelet").contains(&name),
-        "kubelet's own log names the pod"
+        env.node()
+            .log("kubelet")
+            .contains(&format!("{}/{name}", env.ns)),
+        "kubelet's own log names the pod (namespace/name)"
     );
     env.wait_gone(&name, GONE_TIMEOUT).await?;
     // Benchmark data: pod creation (first sighting) to Succeeded, and the whole run.
@@ -134,13 +137,11 @@ async fn the_example_course_is_graded_in_a_real_container_logged_by_kubelet_and_
             env.node_start
         );
     }
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pods_security_context_is_enforced_by_the_real_runtime() -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start("security_context", &["--students", "bob"]).await? else {
         return Ok(());
     };
@@ -214,13 +215,11 @@ async fn the_pods_security_context_is_enforced_by_the_real_runtime() -> Result<(
         ],
         "only the job's two work dirs come from the volume"
     );
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_past_the_memory_limit_is_oom_killed_and_reported_so() -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start("oom_killed", &["--students", "bob"]).await? else {
         return Ok(());
     };
@@ -242,13 +241,11 @@ async fn a_process_past_the_memory_limit_is_oom_killed_and_reported_so() -> Resu
     );
     assert!(!str_of(&outcome, "logs").contains("survived"));
     env.wait_gone(&name, GONE_TIMEOUT).await?;
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notebook_past_max_grading_time_is_stopped_and_reported_as_a_timeout() -> Result<()> {
-    let _serial = serial().await;
     // `loop`'s notebook never ends; its cell timeout (60 s) is past max_grading_time (15 s).
     let Some(env) = Env::start(
         "past_max_grading_time",
@@ -288,13 +285,11 @@ async fn a_notebook_past_max_grading_time_is_stopped_and_reported_as_a_timeout()
         pod.status.and_then(|s| s.reason)
     );
     env.wait_gone(&name, GONE_TIMEOUT).await?;
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_that_does_not_exist_is_an_image_pull_failure_within_the_grace() -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start("image_pull_failure", &["--students", "bob"]).await? else {
         return Ok(());
     };
@@ -319,13 +314,11 @@ async fn an_image_that_does_not_exist_is_an_image_pull_failure_within_the_grace(
         "failed after {took:?} with a grace of 10 s"
     );
     env.wait_gone(&name, GONE_TIMEOUT).await?;
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_evicted_or_deleted_mid_run_is_reported_as_such() -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start(
         "evicted_or_deleted",
         &["--students", "loop,bob", "--cell-timeout", "120"],
@@ -372,14 +365,12 @@ async fn a_pod_evicted_or_deleted_mid_run_is_reported_as_such() -> Result<()> {
         env.wait_gone(&name, GONE_TIMEOUT).await?;
         assert_eq!(observer.uids(&name).len(), 1, "not re-created");
     }
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_twenty_at_concurrency_five_on_the_real_node_is_exact_and_leaves_no_pod()
 -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start("batch_of_twenty", &["--copies", "5"]).await? else {
         return Ok(());
     };
@@ -426,13 +417,11 @@ async fn a_batch_of_twenty_at_concurrency_five_on_the_real_node_is_exact_and_lea
         "BENCH real node: batch of 20 at concurrency 5 took {took:?} ({:?} per submission)",
         took / 20
     );
-    env.stop();
-    Ok(())
+    env.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_enforces_active_deadline_seconds_and_grader_reports_a_timeout() -> Result<()> {
-    let _serial = serial().await;
     let Some(env) = Env::start(
         "kubelet_active_deadline",
         &["--students", "loop", "--cell-timeout", "120"],
@@ -467,6 +456,5 @@ async fn kubelet_enforces_active_deadline_seconds_and_grader_reports_a_timeout()
         .find_map(|s| s.pod.status.and_then(|st| st.reason));
     assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
     env.wait_gone(&name, GONE_TIMEOUT).await?;
-    env.stop();
-    Ok(())
+    env.finish()
 }

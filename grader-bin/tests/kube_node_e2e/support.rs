@@ -1,9 +1,14 @@
-//! Support of the real-node suite: a control plane with a real node (containerd + runc +
-//! kubelet, kube-scheduler, kube-controller-manager) per test, the grading image of
-//! `deploy/image/build.sh` imported into containerd, the example course as the service
-//! directory behind a hostPath PersistentVolume bound to the `grader-data` claim of
-//! `deploy/pvc.yaml`, and the `grader` binary run as uid 1000 (the pods' `kube.uid`, so both
-//! can write the work dirs, as the README asks of operators).
+//! Support of the real-node suite: one control plane with one real node (containerd + runc +
+//! kubelet, kube-scheduler, kube-controller-manager) shared by all the tests of the binary,
+//! started by the first test that needs it, with the grading image of `deploy/image/build.sh`
+//! imported into containerd once; each test gets its own namespace (restricted) with the
+//! example course as its service directory behind its own hostPath PersistentVolume, bound
+//! to the `grader-data` claim of `deploy/pvc.yaml`; the `grader` binary runs as uid 1000
+//! (the pods' `kube.uid`, so both can write the work dirs, as the README asks of operators).
+//!
+//! The tests take turns (one lock), so each sees the node to itself. The node is stopped
+//! when the test binary exits (an `atexit` handler): its containers, shims, mounts and
+//! bridge are removed then; the control plane's processes die with the binary anyway.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -25,12 +30,86 @@ use tempfile::TempDir;
 /// The uid (and gid) of the grading pods and of the `grader` process.
 pub const UID: u32 = 1000;
 
-/// One real node per machine (kube-testkit enforces it); the tests take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The shared control plane and node, and the lock the tests take turns with.
+static SHARED: tokio::sync::Mutex<Shared> = tokio::sync::Mutex::const_new(Shared::NotStarted);
 
-/// Holds the suite's lock for the duration of a test.
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
+/// The state of the shared cluster.
+enum Shared {
+    NotStarted,
+    /// A program or the grading image is missing (said loudly once); every test skips.
+    Skipped(String),
+    /// The first start failed; later tests fail at once with the same reason.
+    Failed(String),
+    Running(Box<Cluster>),
+    /// Stopped at exit.
+    Stopped,
+}
+
+/// A control plane with a real node and the grading image.
+struct Cluster {
+    node: RealNode,
+    cp: ControlPlane,
+    image: String,
+    /// How long the node took to turn Ready (with the image import).
+    node_start: Duration,
+}
+
+impl Cluster {
+    async fn start(test: &str) -> Result<Result<Cluster, String>> {
+        let Some((image, archive)) = grading_image(test)? else {
+            return Ok(Err("the grading image is not built".into()));
+        };
+        let Some(cp) = ControlPlane::start().await? else {
+            return Ok(Err("no control-plane binaries".into()));
+        };
+        let started = Instant::now();
+        let Some(node) = RealNode::start(
+            &cp,
+            RealNodeConfig {
+                images: vec![archive],
+                ..Default::default()
+            },
+        )
+        .await?
+        else {
+            return Ok(Err("the real node's programs are missing".into()));
+        };
+        let node_start = started.elapsed();
+        eprintln!(
+            "{test}: shared real node ready in {node_start:?} ({:?})",
+            node.timings
+        );
+        // SAFETY: registers a plain function; it runs once, when the test binary exits.
+        if unsafe { atexit(stop_at_exit) } != 0 {
+            tracing::warn!("atexit failed: the node is torn down by the next run instead");
+        }
+        Ok(Ok(Cluster {
+            node,
+            cp,
+            image,
+            node_start,
+        }))
+    }
+}
+
+unsafe extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Stops the shared node when the test binary exits (every test has finished: the lock is
+/// free). The node's processes would die with the binary anyway; this removes its
+/// containers, shims, mounts and bridge and restores the kernel tunables.
+extern "C" fn stop_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let Ok(mut shared) = SHARED.try_lock() else {
+            return;
+        };
+        if let Shared::Running(cluster) = std::mem::replace(&mut *shared, Shared::Stopped) {
+            let Cluster { node, cp, .. } = *cluster;
+            node.stop();
+            drop(cp);
+        }
+    });
 }
 
 pub fn repo_root() -> PathBuf {
@@ -84,12 +163,11 @@ fn grading_image(test: &str) -> Result<Option<(String, PathBuf)>> {
     }
 }
 
-/// A control plane, a real node, the `grading` namespace (restricted) with the claim
-/// `grader-data` bound to the service directory.
+/// One test's share of the cluster: the suite's lock (held until the `Env` is dropped),
+/// its own restricted namespace with the claim `grader-data` bound to its own service
+/// directory.
 pub struct Env {
-    /// The control plane (kept alive for the test).
-    pub _cp: ControlPlane,
-    pub node: Option<RealNode>,
+    shared: tokio::sync::MutexGuard<'static, Shared>,
     pub admin: Client,
     pub ns: String,
     /// The grading image's reference.
@@ -100,38 +178,33 @@ pub struct Env {
     pub scratch: PathBuf,
     /// A kubeconfig readable by uid 1000 (the admin's).
     pub kubeconfig: PathBuf,
-    /// When the node was Ready, how long its start took.
+    /// How long the shared node took to turn Ready (with the image import).
     pub node_start: Duration,
     _dir: TempDir,
 }
 
 impl Env {
-    /// Starts everything for `course` (arguments of `examples/make-service-dir.sh`), or
+    /// Waits for its turn, starts the shared cluster if no test did yet, and prepares the
+    /// namespace of `test` for `course` (arguments of `examples/make-service-dir.sh`); or
     /// `None` after a loud `SKIPPED` (a failure under `CI=true`).
     pub async fn start(test: &str, course: &[&str]) -> Result<Option<Env>> {
-        let Some((image, archive)) = grading_image(test)? else {
-            return Ok(None);
+        let mut shared = SHARED.lock().await;
+        if let Shared::NotStarted = *shared {
+            *shared = match Cluster::start(test).await {
+                Ok(Ok(cluster)) => Shared::Running(Box::new(cluster)),
+                Ok(Err(why)) => Shared::Skipped(why),
+                Err(e) => Shared::Failed(format!("{e:#}")),
+            };
+        }
+        let (cp, node, image, node_start) = match &*shared {
+            Shared::Running(c) => (&c.cp, &c.node, c.image.clone(), c.node_start),
+            Shared::Skipped(why) => {
+                skip_or_fail(test, why)?;
+                return Ok(None);
+            }
+            Shared::Failed(why) => bail!("{test}: the shared real node did not start: {why}"),
+            Shared::NotStarted | Shared::Stopped => bail!("{test}: the shared node is gone"),
         };
-        let Some(cp) = ControlPlane::start().await? else {
-            return Ok(None);
-        };
-        let started = Instant::now();
-        let Some(node) = RealNode::start(
-            &cp,
-            RealNodeConfig {
-                images: vec![archive],
-                ..Default::default()
-            },
-        )
-        .await?
-        else {
-            return Ok(None);
-        };
-        let node_start = started.elapsed();
-        eprintln!(
-            "{test}: real node ready in {node_start:?} ({:?})",
-            node.timings
-        );
 
         let dir = tempfile::Builder::new()
             .prefix("grader-kube-node-e2e-")
@@ -158,16 +231,26 @@ impl Env {
             .status()?;
         anyhow::ensure!(status.success(), "chown failed: {status}");
 
-        let ns = "grading".to_string();
+        // One namespace per test: its pods, claim and volume are its own.
+        let ns = test.replace('_', "-").to_lowercase();
         cp.create_namespace(&ns, true).await?;
         let admin = cp.client().await?;
-        // The claim of deploy/pvc.yaml, unchanged, and a hostPath volume for it.
-        let claim: PersistentVolumeClaim = serde_yaml::from_str(&std::fs::read_to_string(
+        // The claim of deploy/pvc.yaml, unchanged but for its namespace (the test's instead
+        // of `grading`), and a hostPath volume for it.
+        let mut claim: PersistentVolumeClaim = serde_yaml::from_str(&std::fs::read_to_string(
             repo_root().join("deploy/pvc.yaml"),
         )?)?;
+        claim.metadata.namespace = Some(ns.clone());
         let claim_name = claim.name_any();
-        node.create_host_volume(&admin, "grader-data-pv", &svc, "50Gi", &ns, &claim_name)
-            .await?;
+        node.create_host_volume(
+            &admin,
+            &format!("grader-data-{ns}"),
+            &svc,
+            "50Gi",
+            &ns,
+            &claim_name,
+        )
+        .await?;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
         claims.create(&PostParams::default(), &claim).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -182,8 +265,7 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(Some(Env {
-            _cp: cp,
-            node: Some(node),
+            shared,
             admin,
             ns,
             image,
@@ -195,15 +277,26 @@ impl Env {
         }))
     }
 
-    /// Stops the node (its containers are removed).
-    pub fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop();
-        }
+    /// Ends the test: no process of the test (control plane, node, `grader`) may hold a TCP
+    /// socket outside loopback (the workplace's network rule), then the next test's turn.
+    pub fn finish(self) -> Result<()> {
+        let outside: Vec<String> = RealNode::non_loopback_tcp_sockets()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        anyhow::ensure!(
+            outside.is_empty(),
+            "sockets outside loopback:\n{}",
+            outside.join("\n")
+        );
+        Ok(())
     }
 
     pub fn node(&self) -> &RealNode {
-        self.node.as_ref().expect("node")
+        match &*self.shared {
+            Shared::Running(cluster) => &cluster.node,
+            _ => unreachable!("an Env exists only while the cluster runs"),
+        }
     }
 
     pub fn pods(&self) -> Api<Pod> {
