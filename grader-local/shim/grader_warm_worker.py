@@ -30,6 +30,23 @@ in between are only counted, so the file never exceeds H + T bytes however much 
 and a job never waits for its log. The worker is a child subreaper, so whatever a job leaves
 behind (also in other sessions, such as Jupyter kernels) becomes the worker's child and is
 killed before "exited" is reported. Standard library only.
+
+Kernels started ahead of need (--prestart-kernels): between jobs the worker starts a kernel
+zygote for the next job: a fresh python of the kernelspec's interpreter (this python) that
+imported what `python -m ipykernel_launcher` imports (ipykernel.kernelapp) and nothing else,
+without capabilities, in a session of its own. It is started only after the previous job's
+processes were swept, so no earlier job can see or use it; the next job's child inherits the
+only end of its control socket and the zygote dies with that job (worker's sweep, PDEATHSIG on
+the worker). In the job's tool run a kernel provisioner (PrestartProvisioner, registered
+in-process as the default provisioner) asks the zygote to fork one fresh kernel per notebook
+with the very argv (after `-m ipykernel_launcher`), environment, working directory and
+stdout/stderr the tool's own LocalProvisioner would give it; whatever it cannot match (another
+kernelspec, other start-up variables, extra Popen arguments, a zygote that is gone) is
+launched by the LocalProvisioner as in a plain run. A kernel is never reused.
+
+--phase-timings: the job's child writes one line `grader-warm-phases: {json}` to its log
+when it ends: milliseconds of the tool's steps (each notebook's conversion, kernel start and
+readiness, every cell, kernel shutdown), measured from the child's start.
 """
 
 import argparse
@@ -41,6 +58,7 @@ import os
 import platform
 import selectors
 import signal
+import socket
 import sys
 import threading
 import time
@@ -54,6 +72,11 @@ LOG_CHUNK = 1 << 16  # bytes of a job's output read at once
 LOG_READS = 16  # reads of a job's output per turn of the loop, so that requests still get in
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+# The names (/proc/PID/comm) of a waiting next-job child and of a kernel zygote, which are
+# all an idle worker has below it.
+WAITING_NAME = b"grader-next-job"
+ZYGOTE_NAME = b"grader-zygote"
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -62,6 +85,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAPABILITY_VERSION_3 = 0x20080522  # capset(2): two 32-bit words per set
 CAPABILITY_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+ZYGOTE_FD = 3  # the job child's end of its kernel zygote's control socket
+PROVISIONER_NAME = "grader-prestarted-provisioner"
+# Variables an interpreter reads when it starts: a zygote serves only kernels whose
+# environment has the same values (others are launched as in a plain run).
+STARTUP_VARS = ("HOME", "LANG", "LC_ALL", "LC_CTYPE")
 
 
 def libc():
@@ -72,6 +100,16 @@ def libc():
     lib.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
     lib.prctl.restype = ctypes.c_int
     return lib
+
+
+def set_name(name):
+    """Sets this process's name (/proc/PID/comm), best effort."""
+    import ctypes
+
+    try:
+        libc().prctl(PR_SET_NAME, ctypes.cast(ctypes.c_char_p(name), ctypes.c_void_p).value, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def prctl(option, value):
@@ -230,6 +268,360 @@ def reap_all():
             time.sleep(0.01)
 
 
+# --- kernels started ahead of need ------------------------------------------------------------
+
+# What a kernel zygote runs (`python -c`, control socket on fd 3): the imports of
+# `python -m ipykernel_launcher`, then one forked kernel per request. A kernel child returns
+# from serve() and runs ipykernel_launcher as `-m` would, in the zygote's fresh interpreter.
+ZYGOTE = r"""
+import os, sys
+def serve():
+    import ctypes, json, socket
+    prctl = ctypes.CDLL(None).prctl
+    with open("/proc/self/comm", "rb") as f:
+        comm = f.read().strip()
+    prctl(15, ctypes.c_char_p(b"grader-zygote"), 0, 0, 0)
+    ctl = socket.socket(fileno=3)
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 3)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        req = json.loads(data)
+        # The kernel is forked by a short-lived intermediate process: once that has exited
+        # (waited for below) the kernel is the child of the tool's process, its subreaper
+        # then, as the kernel of a plain run is.
+        r, w = os.pipe()
+        try:
+            middle = os.fork()
+        except OSError as e:
+            middle = None
+            answer = {"error": str(e)}
+        if middle == 0:
+            try:
+                pid = os.fork()
+            except OSError:
+                os._exit(71)
+            if pid:
+                os.write(w, str(pid).encode())
+                os._exit(0)
+            try:
+                ctl.close()
+                os.close(r)
+                os.close(w)
+                prctl(15, ctypes.c_char_p(comm), 0, 0, 0)
+                os.setsid()
+                for target, fd in enumerate(fds):
+                    os.dup2(fd, target)
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                os.chdir(req["cwd"])
+                os.environ.clear()
+                os.environ.update(req["env"])
+                # What ipykernel read from the environment when the zygote imported it.
+                from ipykernel.kernelapp import IPKernelApp
+                static = getattr(IPKernelApp, "_static_immutable_initial_values", {})
+                for trait, var in (("parent_handle", "JPY_PARENT_PID"), ("interrupt", "JPY_INTERRUPT_EVENT")):
+                    value = int(os.environ.get(var) or 0)
+                    IPKernelApp.class_traits()[trait].default_value = value
+                    if trait in static:
+                        static[trait] = value
+                sys.argv = ["-m"] + req["argv"]
+                sys.orig_argv = [sys.executable, "-m", "ipykernel_launcher"] + req["argv"]
+                sys.path[0] = os.getcwd()
+            except BaseException:
+                os._exit(70)
+            return
+        os.close(w)
+        for fd in fds:
+            os.close(fd)
+        if middle:
+            pid = os.read(r, 64)
+            os.waitpid(middle, 0)
+            answer = {"pid": int(pid)} if pid else {"error": "no kernel was forked"}
+        os.close(r)
+        ctl.send(json.dumps(answer).encode())
+import ipykernel.kernelapp
+serve()
+del serve
+import runpy
+runpy._run_module_as_main("ipykernel_launcher")
+"""
+
+
+def start_zygote(worker):
+    """Forks and execs a kernel zygote (see ZYGOTE) with the worker's environment; returns its
+    pid and the worker's end of its control socket, or None when it cannot start."""
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        try:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != worker:
+                os._exit(1)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.dup2(theirs.fileno(), ZYGOTE_FD)
+            os.closerange(ZYGOTE_FD + 1, MAX_FD)
+            drop_privileges()
+            os.execve(sys.executable, [sys.executable, "-c", ZYGOTE], dict(os.environ))
+        except BaseException:
+            pass
+        os._exit(127)
+    theirs.close()
+    return pid, ours
+
+
+def install_prestart_provisioner(zygote_env):
+    """Makes the tool's kernels come from the zygote on ZYGOTE_FD: registers
+    PrestartProvisioner in-process and makes it the default provisioner."""
+    import asyncio
+    import json as jsonmod
+    import pathlib
+    import select
+    import subprocess
+
+    from jupyter_client.provisioning.factory import KernelProvisionerFactory
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    ctl = socket.socket(fileno=ZYGOTE_FD)
+
+    def ask(msg, fds=()):
+        """One request to the zygote and its answer; None when the zygote is gone."""
+        try:
+            socket.send_fds(ctl, [jsonmod.dumps(msg).encode()], list(fds))
+            data = ctl.recv(1 << 16)
+            return jsonmod.loads(data) if data else None
+        except (OSError, ValueError):
+            return None
+
+    class ForkedKernel:
+        """What LocalProvisioner keeps of its kernel's Popen, for a kernel the zygote forked
+        (a child of this process, like a Popen's)."""
+
+        def __init__(self, pid, stdin):
+            self.pid, self.stdin = pid, stdin
+            self.stdout = self.stderr = None
+            self.returncode = None
+            self.pidfd = os.pidfd_open(pid)
+
+        def ended(self, timeout):
+            return bool(select.select([self.pidfd], [], [], timeout)[0])
+
+        def collect(self):
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid == 0:
+                return  # exiting, not yet a zombie
+            self.returncode = os.waitstatus_to_exitcode(status)
+            os.close(self.pidfd)
+            self.pidfd = None
+
+        def poll(self):
+            if self.returncode is None and self.ended(0):
+                self.collect()
+            return self.returncode
+
+        def wait(self, timeout=None):
+            while self.returncode is None:
+                if not self.ended(timeout):
+                    raise subprocess.TimeoutExpired([str(self.pid)], timeout)
+                self.collect()
+            return self.returncode
+
+        def send_signal(self, sig):
+            if self.returncode is None:
+                os.kill(self.pid, sig)
+
+        def terminate(self):
+            self.send_signal(signal.SIGTERM)
+
+        def kill(self):
+            self.send_signal(signal.SIGKILL)
+
+    class PrestartProvisioner(LocalProvisioner):
+        """LocalProvisioner whose python kernels are forked by a zygote that started before
+        the notebook needed it, with the launch arguments the LocalProvisioner would use."""
+
+        shutting_down = False
+
+        def zygote_can_launch(self, cmd, kwargs):
+            env = kwargs.get("env")
+            return (
+                len(cmd) >= 3
+                and cmd[0] == sys.executable
+                and cmd[1:3] == ["-m", "ipykernel_launcher"]
+                and isinstance(env, dict)
+                and all(kwargs.get(k) is None for k in ("stdin", "stdout", "stderr"))
+                and not kwargs.get("independent")
+                and not (set(kwargs) - {"env", "cwd", "kernel_id", "extra_arguments"})
+                and {k: v for k, v in env.items() if k.startswith("PYTHON") or k in STARTUP_VARS}
+                == {k: v for k, v in zygote_env.items() if k.startswith("PYTHON") or k in STARTUP_VARS}
+            )
+
+        async def launch_kernel(self, cmd, **kwargs):
+            cmd = [os.path.expanduser(s) for s in cmd]
+            if not self.zygote_can_launch(cmd, kwargs):
+                return await super().launch_kernel(cmd, **kwargs)
+            env = dict(kwargs["env"])
+            env["JPY_PARENT_PID"] = str(os.getpid())  # as launch_kernel sets it
+            cwd = kwargs.get("cwd")
+            cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
+            stdin_r, stdin_w = os.pipe()  # launch_kernel always gives the kernel a pipe
+            # Only while the zygote forks: its kernel becomes our child, not the worker's.
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
+            try:
+                answer = ask({"argv": cmd[3:], "env": env, "cwd": cwd}, (stdin_r, 1, 2))
+            finally:
+                prctl(PR_SET_CHILD_SUBREAPER, 0)
+                os.close(stdin_r)
+            if not answer or "pid" not in answer:
+                os.close(stdin_w)
+                return await super().launch_kernel(cmd, **kwargs)
+            pid = answer["pid"]
+            self.process = ForkedKernel(pid, os.fdopen(stdin_w, "wb"))
+            self.pid = self.pgid = pid  # the kernel leads its own session, as with Popen
+            self.cwd = kwargs.get("cwd", pathlib.Path.cwd())
+            return self.connection_info
+
+        def get_shutdown_wait_time(self, recommended=5.0):
+            # A kernel that has not ended 1 s after its shutdown request (the odd one hangs
+            # until the manager's SIGTERM) is terminated then, not after 2.5 s.
+            return min(recommended, 2.0)
+
+        async def shutdown_requested(self, restart=False):
+            self.shutting_down = True
+            await super().shutdown_requested(restart=restart)
+
+        async def poll(self):
+            # After a shutdown request the manager polls every 0.1 s; notice the exit at once.
+            process = self.process
+            if self.shutting_down and isinstance(process, ForkedKernel) and process.pidfd is not None:
+                loop = asyncio.get_running_loop()
+                ended = loop.create_future()
+                loop.add_reader(process.pidfd, lambda: ended.done() or ended.set_result(None))
+                try:
+                    await asyncio.wait_for(ended, 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    loop.remove_reader(process.pidfd)
+            return await super().poll()
+
+    class Registered:
+        """The entry point jupyter_client would find for PrestartProvisioner."""
+
+        name = PROVISIONER_NAME
+        value = "grader_warm_worker:PrestartProvisioner"
+        group = KernelProvisionerFactory.GROUP_NAME
+
+        def load(self):
+            return PrestartProvisioner
+
+    factory = KernelProvisionerFactory.instance()
+    factory.provisioners[PROVISIONER_NAME] = Registered()
+    factory.default_provisioner_name = PROVISIONER_NAME
+
+
+def install_quick_ready():
+    """Returns the tool arguments that make its kernel clients skip the 0.2 s of IOPub
+    silence jupyter_client waits for once a kernel answered (messages of that time belong
+    to no cell: nbclient ignores them by their parent)."""
+    import types
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class QuickReadyClient(AsyncKernelClient):
+        ready = False
+
+        def _handle_kernel_info_reply(self, msg):
+            # From here on wait_for_ready only flushes IOPub: take what is there, no waiting.
+            self.ready = True
+            return super()._handle_kernel_info_reply(msg)
+
+        async def wait_for_ready(self, timeout=None):
+            channel = self.iopub_channel
+            get_msg = channel.get_msg
+
+            async def flush_without_waiting(timeout=None):
+                return await get_msg(timeout=0 if self.ready else timeout)
+
+            channel.get_msg = flush_without_waiting
+            try:
+                return await super().wait_for_ready(timeout)
+            finally:
+                del channel.get_msg
+
+    module = types.ModuleType("grader_warm_kernels")
+    module.QuickReadyClient = QuickReadyClient
+    sys.modules[module.__name__] = module
+    return ["--AsyncKernelManager.client_class=grader_warm_kernels.QuickReadyClient"]
+
+
+class Phases:
+    """Opt-in timings of a job's tool run (--phase-timings): wraps the tool's steps and
+    writes one line to the job's log when the child ends."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.marks = []
+
+    def ms(self):
+        return round((time.monotonic() - self.t0) * 1000, 1)
+
+    def wrap(self, cls, name, label):
+        original = getattr(cls, name)
+
+        def timed(obj, *args, **kwargs):
+            start = self.ms()
+            try:
+                return original(obj, *args, **kwargs)
+            finally:
+                self.marks.append((label, start, self.ms()))
+
+        setattr(cls, name, timed)
+
+    def install(self):
+        import nbclient.client as nbc
+
+        for name, label in (
+            ("start_new_kernel", "kernel_start"),
+            ("start_new_kernel_client", "kernel_ready"),
+            ("execute_cell", "cell"),
+            ("_cleanup_kernel", "kernel_shutdown"),
+        ):
+            self.wrap(nbc.NotebookClient, name, label)
+        try:
+            from grader_service.convert.converters.base import BaseConverter
+
+            self.wrap(BaseConverter, "convert_single_notebook", "notebook")
+        except ImportError:
+            pass
+
+    def report(self):
+        totals = {}
+        for label, start, end in self.marks:
+            totals[label] = round(totals.get(label, 0) + end - start, 1)
+        line = {"total": self.ms(), "sums": totals, "spans": self.marks}
+        print("grader-warm-phases: " + json.dumps(line), file=sys.stderr)
+
+
 # --- a job's child ----------------------------------------------------------------------------
 
 
@@ -243,9 +635,10 @@ def exit_code(value):
     return 1
 
 
-def run_child(entry, argv0, req, worker, output):
+def run_child(entry, argv0, req, worker, output, zygote=None, zygote_env=None, phases=False):
     """Runs one job in this forked child of `worker` (its pid), its stdout and stderr going to
-    the pipe `output`; never returns."""
+    the pipe `output`; never returns. `zygote`: the control socket (fd) of the job's kernel
+    zygote, whose kernels the tool then uses; `phases`: log the tool's phase timings."""
     code = 1
     try:
         # Dies with the worker (which cannot kill it any more then); a worker already gone
@@ -267,8 +660,15 @@ def run_child(entry, argv0, req, worker, output):
         os.close(null)
         os.dup2(output, 1)
         os.dup2(output, 2)
-        # Only stdin, stdout and stderr: nothing the worker or an import had open.
-        os.closerange(3, MAX_FD)
+        # Only stdin, stdout and stderr (and the zygote's socket, which no program the tool
+        # executes inherits): nothing the worker or an import had open.
+        if zygote is not None:
+            if zygote != ZYGOTE_FD:
+                os.dup2(zygote, ZYGOTE_FD)
+            os.set_inheritable(ZYGOTE_FD, False)
+            os.closerange(ZYGOTE_FD + 1, MAX_FD)
+        else:
+            os.closerange(3, MAX_FD)
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
@@ -279,6 +679,17 @@ def run_child(entry, argv0, req, worker, output):
             # Never run student code with the power to read grader: fail the job instead.
             print(f"grader warm worker: could not drop privileges: {e}", file=sys.stderr)
             os._exit(1)
+        if zygote is not None:
+            try:
+                install_prestart_provisioner(zygote_env)
+                sys.argv += install_quick_ready()
+            except Exception as e:  # the tool then starts its kernels itself
+                print(f"grader warm worker: kernels started ahead are off: {e!r}", file=sys.stderr)
+        timings = None
+        if phases:
+            timings = Phases()
+            timings.install()
+            atexit.register(timings.report)
         try:
             code = exit_code(entry())  # what a console-script wrapper does: sys.exit(main())
         except SystemExit as e:
@@ -298,6 +709,48 @@ def run_child(entry, argv0, req, worker, output):
             except BaseException:
                 pass
         os._exit(code)
+
+
+def waiting_child(entry, argv0, worker, req_r, output, prestart, zygote_env, phases):
+    """The next job's child, forked ahead of its request: with kernels started ahead, it
+    starts the job's kernel zygote (its own child), then waits for the request on `req_r` and
+    runs the job (run_child). Never returns; exits quietly when the worker drops it."""
+    zygote = None
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != worker:
+            os._exit(1)
+        with open("/proc/self/comm", "rb") as f:
+            comm = f.read().strip()
+        set_name(WAITING_NAME)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        if prestart:
+            zygote = start_zygote(os.getpid())
+        data = b""
+        while True:
+            chunk = os.read(req_r, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+        os.close(req_r)
+        if not data:
+            os._exit(0)
+        req = json.loads(data)
+        set_name(comm)
+    except BaseException:
+        os._exit(1)
+    run_child(
+        entry,
+        argv0,
+        req,
+        worker,
+        output,
+        zygote=zygote[1].fileno() if zygote else None,
+        zygote_env=zygote_env,
+        phases=phases,
+    )
 
 
 def check_run(req):
@@ -368,8 +821,11 @@ class JobLog:
 
 
 class Worker:
-    def __init__(self, entry, argv0, proto_in, proto_out):
+    def __init__(self, entry, argv0, proto_in, proto_out, prestart=False, phases=False):
         self.entry, self.argv0 = entry, argv0
+        self.prestart, self.phases = prestart, phases
+        self.next = None  # (pid, request pipe, output pipe) of the next job's waiting child
+        self.zygote_env = dict(os.environ)
         self.proto_in, self.proto_out = proto_in, proto_out
         self.buf = b""
         self.job = None  # (id, pid) of the running job
@@ -398,7 +854,61 @@ class Worker:
             except InterruptedError:
                 pass
 
+    def prepare_next(self):
+        """Forks the next job's child ahead of its request (after the previous job's sweep, so
+        that no earlier job can see it or the kernel zygote it starts)."""
+        if self.next is not None:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            req_r, req_w = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            os.close(req_r)
+            os.close(req_w)
+            return
+        worker = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (req_r, req_w, out_r, out_w):
+                os.close(fd)
+            return
+        if pid == 0:
+            self.sel.close()
+            os.close(req_w)
+            os.close(out_r)
+            waiting_child(
+                self.entry,
+                self.argv0,
+                worker,
+                req_r,
+                out_w,
+                self.prestart,
+                self.zygote_env,
+                self.phases,
+            )
+        os.close(req_r)
+        os.close(out_w)
+        self.next = (pid, req_w, out_r)
+
+    def drop_next(self):
+        """Closes the waiting child's pipes (it exits, or is gone already)."""
+        if self.next is not None:
+            _, req_w, out_r = self.next
+            self.next = None
+            for fd in (req_w, out_r):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
     def serve(self):
+        self.prepare_next()
         while not self.stopping:
             for key, _ in self.sel.select(TICK):
                 if key.data == "in":
@@ -463,23 +973,23 @@ class Worker:
             log = JobLog(req["log_path"], req["log_head"], req["log_tail"])
         except OSError as e:
             raise ValueError(f"cannot open the log {req['log_path']!r}: {e}") from None
-        try:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        except OSError as e:
+        self.prepare_next()
+        if self.next is None:
             log.close()
-            raise ValueError(f"no pipe for the job's output: {e}") from None
-        worker = os.getpid()
+            raise ValueError("cannot fork the job's child")
+        pid, req_w, out_r = self.next
+        self.next = None
         try:
-            pid = os.fork()
+            data = json.dumps(req).encode()
+            while data:
+                data = data[os.write(req_w, data) :]
         except OSError as e:
-            for fd in (out_r, out_w):
-                os.close(fd)
+            os.close(req_w)
+            os.close(out_r)
             log.close()
-            raise ValueError(f"cannot fork the job's child: {e}") from None
-        if pid == 0:
-            self.sel.close()
-            run_child(self.entry, self.argv0, req, worker, out_w)
-        os.close(out_w)
+            send_signal(pid, signal.SIGKILL)
+            raise ValueError(f"the job's child did not take the job: {e}") from None
+        os.close(req_w)
         os.set_blocking(out_r, False)
         self.output = (out_r, log)
         self.sel.register(out_r, selectors.EVENT_READ, "output")
@@ -536,7 +1046,9 @@ class Worker:
                 return
             if pid == 0:
                 return
-            if self.job is not None and pid == self.job[1]:
+            if self.next is not None and pid == self.next[0]:
+                self.drop_next()  # the waiting child died; another is forked when needed
+            elif self.job is not None and pid == self.job[1]:
                 job_id = self.job[0]
                 strays = self.sweep(pid)
                 self.job = None
@@ -547,6 +1059,7 @@ class Worker:
                 else:
                     msg["exit_code"] = os.waitstatus_to_exitcode(status)
                 self.send(msg)
+                self.prepare_next()
 
     def sweep(self, leader):
         """Kills the ended job's process group and every other process below the worker (as
@@ -560,6 +1073,7 @@ class Worker:
         return strays
 
     def shutdown(self):
+        self.drop_next()
         if self.job is not None:
             kill_below(self.job[1], include_root=True)
         kill_below(os.getpid(), include_root=False)
@@ -572,6 +1086,8 @@ def main():
     parser.add_argument("--entry-point", required=True)
     parser.add_argument("--argv0")
     parser.add_argument("--protocol", type=int, default=PROTOCOL)
+    parser.add_argument("--prestart-kernels", action="store_true")
+    parser.add_argument("--phase-timings", action="store_true")
     args = parser.parse_args()
 
     # The protocol gets descriptors of its own; fd 1 then goes to stderr, so that whatever the
@@ -609,7 +1125,14 @@ def main():
     # (and so copy) those pages when they collect.
     gc.collect()
     gc.freeze()
-    worker = Worker(entry, args.argv0 or args.entry_point, proto_in, proto_out)
+    worker = Worker(
+        entry,
+        args.argv0 or args.entry_point,
+        proto_in,
+        proto_out,
+        prestart=args.prestart_kernels,
+        phases=args.phase_timings,
+    )
     hello(
         ok=True,
         pid=os.getpid(),

@@ -16,7 +16,6 @@ use grader_local::job_file::load_job;
 use grader_local::warm::{PoolSettings, WarmBackend, python_of};
 use grader_local::{
     Executor, ExecutorConfig, GradingBackend, Job, LocalBackend, Outcome, ProcessGit, Status,
-    process_tree,
 };
 use grader_model::AutoStatus;
 use tokio_util::sync::CancellationToken;
@@ -247,7 +246,7 @@ async fn warm_runs_give_the_gradebooks_and_commits_of_cold_runs() {
     // Nothing of any job is left: not below the workers, not in the service dir.
     for pid in pool.idle_pids() {
         assert!(
-            process_tree::descendants(pid).is_empty(),
+            grader_local::warm::leftovers(pid).is_empty(),
             "below worker {pid}"
         );
     }
@@ -304,7 +303,7 @@ async fn the_time_limit_and_cancellation_kill_the_job_and_not_its_worker() {
     );
     let left = support::strays_under(service);
     assert!(left.is_empty(), "stray processes: {left:?}");
-    assert!(process_tree::descendants(worker).is_empty());
+    assert!(grader_local::warm::leftovers(worker).is_empty());
 
     // Cancellation.
     let cancel = CancellationToken::new();

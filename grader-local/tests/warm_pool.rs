@@ -244,7 +244,7 @@ async fn the_time_limit_and_cancellation_kill_the_job_tree_and_not_the_worker() 
     .await;
     assert_eq!(end, RunEnd::TimedOut);
     assert!(
-        grader_local::process_tree::descendants(worker_pid).is_empty(),
+        grader_local::warm::leftovers(worker_pid).is_empty(),
         "the job's tree is gone"
     );
 
@@ -263,7 +263,7 @@ async fn the_time_limit_and_cancellation_kill_the_job_tree_and_not_the_worker() 
         .await
         .unwrap();
     assert_eq!(end, RunEnd::Cancelled);
-    assert!(grader_local::process_tree::descendants(worker_pid).is_empty());
+    assert!(grader_local::warm::leftovers(worker_pid).is_empty());
     assert!(
         w.exited().is_none() && w.pid() == worker_pid,
         "the same worker lives on"

@@ -20,7 +20,10 @@ pub use pool::{
     DEFAULT_MAX_RSS_GROWTH_MIB, DEFAULT_RECYCLE_AFTER_JOBS, DEFAULT_START_TIMEOUT, Lease,
     MAX_WORKERS, PoolSettings, PoolStats, WarmPool,
 };
-pub use worker::{JobRequest, RunEnd, SHIM, Worker, WorkerFault, WorkerSpec, rss_bytes};
+pub use worker::{
+    JobRequest, PHASES_ENV, PRESTART_ENV, RunEnd, SHIM, Worker, WorkerFault, WorkerSpec,
+    phase_timings, prestart_kernels, rss_bytes,
+};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -116,6 +119,34 @@ pub fn find_program(program: &Path, path: Option<&std::ffi::OsStr>) -> Option<Pa
             c.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// `/proc/PID/comm` of a warm worker's child forked ahead of the next job's request.
+pub const WAITING_CHILD_NAME: &str = "grader-next-job";
+/// `/proc/PID/comm` of the kernel zygote that child starts (kernels started ahead of need).
+pub const ZYGOTE_NAME: &str = "grader-zygote";
+
+/// The processes below an idle warm worker that are not what it keeps for the next job: every
+/// descendant except its waiting child ([`WAITING_CHILD_NAME`], a child of the worker) and that
+/// child's kernel zygote ([`ZYGOTE_NAME`]). Empty when no job left anything behind.
+pub fn leftovers(worker: u32) -> Vec<u32> {
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default()
+    };
+    let parent = |pid: u32| process_tree::stat_field(pid, 1).and_then(|p| p.parse::<u32>().ok());
+    let waiting: Vec<u32> = process_tree::descendants(worker)
+        .into_iter()
+        .filter(|&p| parent(p) == Some(worker) && comm(p) == WAITING_CHILD_NAME)
+        .collect();
+    process_tree::descendants(worker)
+        .into_iter()
+        .filter(|&p| {
+            let zygote = comm(p) == ZYGOTE_NAME && parent(p).is_some_and(|q| waiting.contains(&q));
+            !waiting.contains(&p) && !zygote
+        })
+        .collect()
 }
 
 /// Distinguishes the private directories of pools started by one process.

@@ -29,6 +29,25 @@ const BOOTSTRAP: &str = "import sys,json;sys.path[:]=[p for p in sys.path if p n
 src=json.loads(sys.stdin.readline());\
 exec(compile(src,'grader_warm_worker.py','exec'),{'__name__':'__main__','__builtins__':__builtins__})";
 
+/// Set to `0` in `grader`'s environment, turns off kernels started ahead of need (the shim's
+/// `--prestart-kernels`: a kernel zygote per job, forking each notebook's kernel).
+pub const PRESTART_ENV: &str = "WARM_WORKER_PRESTART";
+
+/// Set to `1` in `grader`'s environment, makes every job's log end with the line
+/// `grader-warm-phases: {json}` (the shim's `--phase-timings`: kernel start, readiness, cells,
+/// shutdown and the tool's notebooks, in ms from the job child's start).
+pub const PHASES_ENV: &str = "WARM_WORKER_PHASES";
+
+/// Whether workers start kernels ahead of need (on unless [`PRESTART_ENV`] is `0`).
+pub fn prestart_kernels() -> bool {
+    std::env::var_os(PRESTART_ENV).is_none_or(|v| v != "0")
+}
+
+/// Whether workers log the phases of every job (only when [`PHASES_ENV`] is `1`).
+pub fn phase_timings() -> bool {
+    std::env::var_os(PHASES_ENV).is_some_and(|v| v == "1")
+}
+
 /// How long a job waits for the worker to confirm that a killed job's processes are gone.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -137,6 +156,8 @@ impl Worker {
             .arg(&spec.tool_label)
             .arg("--protocol")
             .arg(PROTOCOL.to_string())
+            .args(prestart_kernels().then_some("--prestart-kernels"))
+            .args(phase_timings().then_some("--phase-timings"))
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
