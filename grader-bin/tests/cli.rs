@@ -483,7 +483,7 @@ fn ctrl_c_during_a_batch_stops_new_jobs_kills_running_ones_and_keeps_finished_ou
 }
 
 #[test]
-fn pod_prints_the_manifest_without_a_cluster() {
+fn pod_prints_the_manifest_without_a_cluster_or_git() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("g.toml");
     std::fs::write(
@@ -502,7 +502,10 @@ fn pod_prints_the_manifest_without_a_cluster() {
             "submission": {"id": 42, "commit_hash": "0f3c9a", "username": "Alice.Smith"}}"#,
     )
     .unwrap();
+    // Git is absent from PATH: a preview builds the task without git or a backend.
+    let empty = tempfile::tempdir().unwrap();
     let out = grader()
+        .env("PATH", empty.path())
         .arg("--config")
         .arg(&config)
         .args(["pod", "--job"])
