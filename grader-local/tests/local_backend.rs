@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use grader_local::{GradingBackend, GradingTask, LocalBackend};
+use grader_local::{FailureKind, GradingBackend, GradingTask, LocalBackend};
 use tokio_util::sync::CancellationToken;
 
 fn task(dir: &std::path::Path, max: Duration) -> GradingTask {
@@ -58,6 +58,7 @@ async fn a_non_zero_exit_is_a_failure_with_logs() {
         .await
         .unwrap_err();
     assert!(err.reason.contains("exit status: 3"), "{}", err.reason);
+    assert_eq!(err.kind, FailureKind::ToolExited);
     assert!(err.logs.contains("Traceback: boom"));
 }
 
@@ -72,6 +73,7 @@ async fn a_missing_executable_is_a_readable_failure() {
         .await
         .unwrap_err();
     assert!(err.reason.contains("was not found"), "{}", err.reason);
+    assert_eq!(err.kind, FailureKind::ToolNotStarted);
     assert!(err.reason.contains("/nonexistent/grader-convert"));
 }
 
@@ -97,6 +99,7 @@ async fn max_grading_time_kills_the_whole_tree_even_other_sessions() {
         .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(20));
     assert!(err.reason.contains("max_grading_time"), "{}", err.reason);
+    assert_eq!(err.kind, FailureKind::TimedOut);
     assert!(err.logs.contains("started"));
     let left = support::settled(|| support::processes_with(&marker));
     assert!(left.is_empty(), "stray processes: {left:?}");
@@ -117,6 +120,7 @@ async fn cancellation_kills_the_tool() {
         .await
         .unwrap_err();
     assert!(err.reason.contains("cancelled"));
+    assert_eq!(err.kind, FailureKind::Cancelled);
 }
 
 #[tokio::test]
