@@ -9,8 +9,9 @@
 # 3. runs `grader-bench local-overhead`, `kube-latency`, `batch` and `warm` (warm workers
 #    against a plain process per submission and the reference's in-process time, with
 #    bench/reference_inprocess.py), `serve` (submissions one at a time through `grader submit
-#    --wait` to `grader serve`, beside the reference and cold `grader autograde`), and the
-#    criterion bench of the pure utilities
+#    --wait` to `grader serve`, beside the reference and cold `grader autograde`), `prestart`
+#    (one warm worker with and without kernels started ahead of need, beside the reference, on
+#    the example course and a course of three notebooks), and the criterion bench of the pure utilities
 #    (`cargo bench -p grader-model --bench model`),
 # 4. writes bench/results/RESULTS.md: the machine, the command and every table (each
 #    measurement also leaves <name>.json and <name>.md in bench/results/).
@@ -21,7 +22,8 @@
 # Environment (optional): BENCH_RUNS (local-overhead rounds, default 7), BENCH_NOOP_RUNS (15),
 # BENCH_SUBMISSIONS (batch size, 200), BENCH_CONCURRENCY (1,4,16), BENCH_INFLIGHT (200),
 # BENCH_WARM_SUBMISSIONS (warm batch size, 50), BENCH_WARM_CONCURRENCY (1,2),
-# BENCH_SERVE_SUBMISSIONS (serve, 20),
+# BENCH_SERVE_SUBMISSIONS (serve, 20), BENCH_PRESTART_SUBMISSIONS (prestart, 20),
+# BENCH_PRESTART_MULTI_SUBMISSIONS (prestart, three notebooks each, 12),
 # BENCH_SKIP_CRITERION=1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,6 +88,11 @@ log "grader serve against the reference and cold runs ($(uptime))"
 "$bench" --out "$out" serve --grader "$grader" --convert "$convert" \
     --submissions "${BENCH_SERVE_SUBMISSIONS:-20}" >/dev/null
 
+log "kernels started ahead of need, before/after, beside the reference ($(uptime))"
+"$bench" --out "$out" prestart --grader "$grader" --convert "$convert" \
+    --submissions "${BENCH_PRESTART_SUBMISSIONS:-20}" \
+    --multi-submissions "${BENCH_PRESTART_MULTI_SUBMISSIONS:-12}" >/dev/null
+
 if [[ "${BENCH_SKIP_CRITERION:-}" != 1 ]]; then
     log "criterion: pure utilities ($(uptime))"
     cargo bench --quiet -p grader-model --bench model -- --warm-up-time 1 --measurement-time 3 \
@@ -100,7 +107,7 @@ fi
     echo "$(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s here. Machine:"
     echo
     cat "$out/machine.md"
-    for name in local-overhead kube-latency batch warm serve criterion; do
+    for name in local-overhead kube-latency batch warm serve prestart criterion; do
         if [[ -f "$out/$name.md" ]]; then
             echo
             # One level below the section heading.

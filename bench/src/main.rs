@@ -12,6 +12,9 @@
 //! * `serve`: submissions sent one at a time through `grader submit --wait` to `grader serve`
 //!   with a warm worker, beside the reference's in-process time and cold `grader autograde`
 //!   (project issue 14).
+//! * `prestart`: one warm worker with and without kernels started ahead of need, beside the
+//!   reference's in-process executor, on the example course and a course of several notebooks
+//!   (project issue 17).
 //! * `criterion-summary`: the criterion results of `cargo bench -p grader-model` as a table.
 //!
 //! Every subcommand prints a markdown table and writes `<name>.json` and `<name>.md` to the
@@ -23,6 +26,7 @@ mod counting;
 mod criterion_summary;
 mod kube_latency;
 mod local_overhead;
+mod prestart;
 mod proc;
 mod report;
 mod serve;
@@ -68,6 +72,8 @@ enum Command {
     Warm(warm::Args),
     /// `grader submit --wait` against `grader serve`, beside the reference and cold runs.
     Serve(serve::Args),
+    /// Kernels started ahead of need: warm before/after beside the reference (issue 17).
+    Prestart(prestart::Args),
     /// Table of the criterion results under a target directory.
     CriterionSummary(criterion_summary::Args),
 }
@@ -95,6 +101,7 @@ fn main() -> anyhow::Result<()> {
             Command::Batch(args) => batch::run(&root, &out, args).await,
             Command::Warm(args) => warm::run(&root, &out, args).await,
             Command::Serve(args) => serve::run(&root, &out, args).await,
+            Command::Prestart(args) => prestart::run(&root, &out, args).await,
             Command::CriterionSummary(args) => criterion_summary::run(&out, args),
         }
     })
