@@ -711,18 +711,16 @@ def run_child(entry, argv0, req, worker, output, zygote=None, zygote_env=None, p
         os._exit(code)
 
 
-def waiting_child(entry, argv0, worker, req_r, output, prestart, zygote_env, phases):
+def waiting_child(entry, argv0, worker, req_r, output, prestart, zygote_env, phases, comm):
     """The next job's child, forked ahead of its request: with kernels started ahead, it
     starts the job's kernel zygote (its own child), then waits for the request on `req_r` and
-    runs the job (run_child). Never returns; exits quietly when the worker drops it."""
+    runs the job (run_child) under the worker's name `comm`. Never returns; exits quietly
+    when the worker drops it."""
     zygote = None
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != worker:
             os._exit(1)
-        with open("/proc/self/comm", "rb") as f:
-            comm = f.read().strip()
-        set_name(WAITING_NAME)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -872,12 +870,20 @@ class Worker:
             os.close(req_w)
             return
         worker = os.getpid()
+        # The child is named at fork (the name is inherited), so that nobody looking at the
+        # worker's children right after the fork mistakes it for a job's leftover.
+        with open("/proc/self/comm", "rb") as f:
+            own_name = f.read().strip()
+        set_name(WAITING_NAME)
         try:
             pid = os.fork()
         except OSError:
+            set_name(own_name)
             for fd in (req_r, req_w, out_r, out_w):
                 os.close(fd)
             return
+        if pid != 0:
+            set_name(own_name)
         if pid == 0:
             self.sel.close()
             os.close(req_w)
@@ -891,6 +897,7 @@ class Worker:
                 self.prestart,
                 self.zygote_env,
                 self.phases,
+                own_name,
             )
         os.close(req_r)
         os.close(out_w)
@@ -1081,6 +1088,16 @@ class Worker:
         self.close_output()
 
 
+def has_kernel_machinery():
+    """True when jupyter_client's provisioners and ipykernel can be imported here."""
+    from importlib.util import find_spec
+
+    try:
+        return all(find_spec(m) is not None for m in ("jupyter_client.provisioning", "ipykernel"))
+    except (ImportError, ValueError):
+        return False
+
+
 def main():
     parser = argparse.ArgumentParser(prog="grader-warm-worker")
     parser.add_argument("--entry-point", required=True)
@@ -1125,12 +1142,14 @@ def main():
     # (and so copy) those pages when they collect.
     gc.collect()
     gc.freeze()
+    # Kernels can be started ahead only where the tool's environment has Jupyter's kernel
+    # machinery (a tool that runs no notebooks has none: then every job runs as it would).
     worker = Worker(
         entry,
         args.argv0 or args.entry_point,
         proto_in,
         proto_out,
-        prestart=args.prestart_kernels,
+        prestart=args.prestart_kernels and has_kernel_machinery(),
         phases=args.phase_timings,
     )
     hello(
