@@ -315,7 +315,10 @@ async fn prestarted_kernels_give_the_gradebooks_and_commits_of_cold_runs() {
         let left = grader_local::warm::leftovers(pid);
         assert!(left.is_empty(), "below worker {pid}: {left:?}");
         let below = process_tree::descendants(pid);
-        assert_eq!(below.len(), 2, "a waiting child and its zygote: {below:?}");
+        assert!(
+            (1..=2).contains(&below.len()),
+            "a waiting child and (once forked) its zygote: {below:?}"
+        );
     }
     let left = support::strays_under(&warm_dir);
     assert!(left.is_empty(), "stray processes: {left:?}");

@@ -128,7 +128,8 @@ pub const ZYGOTE_NAME: &str = "grader-zygote";
 
 /// The processes below an idle warm worker that are not what it keeps for the next job: every
 /// descendant except its waiting child ([`WAITING_CHILD_NAME`], a child of the worker) and that
-/// child's kernel zygote ([`ZYGOTE_NAME`]). Empty when no job left anything behind.
+/// child's kernel zygote ([`ZYGOTE_NAME`], its only child before the job's request). Empty when
+/// no job left anything behind.
 pub fn leftovers(worker: u32) -> Vec<u32> {
     let comm = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -143,7 +144,8 @@ pub fn leftovers(worker: u32) -> Vec<u32> {
     process_tree::descendants(worker)
         .into_iter()
         .filter(|&p| {
-            let zygote = comm(p) == ZYGOTE_NAME && parent(p).is_some_and(|q| waiting.contains(&q));
+            // Named so once its python runs ZYGOTE; until then it has the name it was executed with.
+            let zygote = parent(p).is_some_and(|q| waiting.contains(&q));
             !waiting.contains(&p) && !zygote
         })
         .collect()
