@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,7 +25,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(HERE))
 
-from services import Postgres, Rabbit, missing_components  # noqa: E402
+from services import (  # noqa: E402
+    Postgres,
+    Rabbit,
+    is_loopback,
+    listeners_of,
+    missing_components,
+    owner_of_port,
+    postmaster_pid,
+    process_tree,
+)
 
 SCRIPTS = Path(sys.executable).parent
 GIT_IDENTITY = {
@@ -339,3 +349,106 @@ def deployments(servers, base_dir):
     finally:
         for d in (ref, ours):
             d.close()
+
+
+# -- the cases every path is compared on ---------------------------------------------------------
+#: A commit the student's repository does not have: grading fails (GRADING_FAILED, logs).
+ABSENT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+#: The grades an instructor gave by hand before autograding (carried over by both executors).
+MANUAL_GRADES = {
+    "test_load_rows": {"manual_score": 1.0},
+    "test_most_expensive": {"manual_score": 0.5, "extra_credit": 0.25},
+}
+
+
+def _both(deployments, username, **kw):
+    ids = [d.add_submission(username, **kw) for d in deployments]
+    assert ids[0] == ids[1], "both deployments must get the same submission ids"
+    return ids[0]
+
+
+@pytest.fixture(scope="session")
+def cases(deployments):
+    """Every case, enqueued once in both deployments (the reference's default executor and
+    grader's, with the local backend) and waited for: `(ids, rows)`, rows as
+    `(reference row, grader row)`. Session-wide, so that later modules (other paths through
+    grader) compare their rows with the same reference rows."""
+    ref, ours = deployments
+    ids = {
+        "graded": _both(deployments, "alice"),
+        "scaled": _both(deployments, "bob", score_scaling=0.5),
+        "edited": _both(deployments, "carol", edited=True),
+        "manual": _both(deployments, "dave", manual_grades=MANUAL_GRADES),
+        "failing": _both(deployments, "bob", commit_hash=ABSENT_COMMIT),
+        "full_auto": _both(deployments, "carol"),
+    }
+    for d in deployments:
+        d.make_edit_repo(ids["edited"], "carol")
+        d.enqueue(
+            {"kind": "autograde", "sub_id": ids["graded"]},
+            {"kind": "autograde", "sub_id": ids["scaled"]},
+            {"kind": "autograde", "sub_id": ids["edited"]},
+            {"kind": "autograde", "sub_id": ids["manual"]},
+            {"kind": "autograde", "sub_id": ids["failing"]},
+            {"kind": "full_auto", "sub_id": ids["full_auto"]},
+            # Feedback after autograde (GenerateFeedbackHandler's chain), queued behind it.
+            {"kind": "feedback", "sub_id": ids["graded"]},
+        )
+    rows = {}
+    for name, sub_id in ids.items():
+        feedback = name in ("full_auto", "graded")
+        rows[name] = (ref.wait(sub_id, feedback=feedback), ours.wait(sub_id, feedback=feedback))
+    return ids, rows
+
+
+def same_rows(ref_row, our_row, ignore=()):
+    """The columns grader's executor writes equal the reference's; both wrote logs."""
+    for key in ("auto_status", "manual_status", "feedback_status", "score", "grading_score",
+                "properties"):
+        if key in ignore:
+            continue
+        assert our_row[key] == ref_row[key], (
+            f"{key}: grader {our_row[key]!r} != reference {ref_row[key]!r}")
+    for row in (ref_row, our_row):
+        assert row["logs"], "logs are written"
+        assert "\x00" not in row["logs"]
+
+
+# -- listening sockets ----------------------------------------------------------------------------
+def assert_listening_on_loopback_only(servers, expected_ports=(), during=None) -> set:
+    """Samples the TCP listeners of every process this suite started — this process's tree
+    (workers, brokers, `grader serve`, the test cluster, rabbitmqctl's own node), the
+    PostgreSQL postmaster's tree and the Erlang port mapper — while `during()` runs in a
+    thread (once when None), and asserts that each listens on a loopback address only and
+    that `expected_ports` were among them. Returns what was seen: (address, port, command)."""
+    pg, rabbit = servers
+    roots = [os.getpid(), postmaster_pid(pg), owner_of_port(rabbit.epmd_port)]
+    seen: set = set()
+    done = threading.Event()
+    errors: list = []
+
+    def work():
+        try:
+            during()
+        except Exception as e:  # reported below, after sampling stops
+            errors.append(e)
+        finally:
+            done.set()
+
+    if during is None:
+        done.set()
+    else:
+        threading.Thread(target=work, daemon=True).start()
+    while True:
+        finished = done.is_set()
+        for address, port, _pid, comm in listeners_of(process_tree(roots)):
+            seen.add((address, port, comm))
+        if finished:
+            break
+        time.sleep(0.02)
+    assert not errors, errors
+    outside = sorted(s for s in seen if not is_loopback(s[0]))
+    assert not outside, f"listening beyond loopback: {outside}"
+    missing_ports = set(expected_ports) - {port for _, port, _ in seen}
+    assert not missing_ports, f"no listener found on {missing_ports}; seen {sorted(seen)}"
+    return seen

@@ -8,6 +8,7 @@ writes into a server it did not start.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import secrets
@@ -21,6 +22,10 @@ from typing import Optional
 
 PG_BIN = Path(os.environ.get("GS_E2E_PG_BIN", "/usr/lib/postgresql/15/bin"))
 RABBIT_BIN = Path(os.environ.get("GS_E2E_RABBIT_BIN", "/usr/lib/rabbitmq/bin"))
+
+
+#: Erlang's distribution listener bound to 127.0.0.1 (kernel `inet_dist_use_interface`).
+LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}"
 
 
 class ServiceError(RuntimeError):
@@ -132,6 +137,10 @@ class Rabbit:
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "ERL_EPMD_PORT": str(self.epmd_port),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            # Erlang distribution (the node's and each rabbitmqctl's own node) on loopback
+            # only; the default is every interface.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": LOOPBACK_DIST,
+            "RABBITMQ_CTL_ERL_ARGS": LOOPBACK_DIST,
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.base / "log"),
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
@@ -224,3 +233,115 @@ class Rabbit:
             epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
             subprocess.run([epmd, "-kill"], env=self.env, capture_output=True, check=False)
             self.epmd_started = False
+
+
+# -- which addresses the suite's processes listen on -------------------------------------------
+def _address(hex_addr: str) -> str:
+    """An address of /proc/net/tcp{,6} (hex, in host byte order per 32-bit word) as text."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def tcp_listeners() -> dict:
+    """Every listening TCP socket of this machine: inode -> (address, port)."""
+    listeners = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            addr, port = fields[1].rsplit(":", 1)
+            listeners[int(fields[9])] = (_address(addr), int(port, 16))
+    return listeners
+
+
+def _ppids() -> dict:
+    """pid -> parent pid of every process."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (field 2) is in parentheses and may hold spaces.
+        out[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def process_tree(roots) -> set:
+    """`roots` and all their descendants (processes alive now)."""
+    children: dict = {}
+    for pid, ppid in _ppids().items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = set(), [r for r in roots if r]
+    while todo:
+        pid = todo.pop()
+        if pid in tree:
+            continue
+        tree.add(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def sockets_of(pids) -> dict:
+    """The socket inodes the processes `pids` hold: inode -> pid."""
+    owners = {}
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners[int(target[8:-1])] = pid
+    return owners
+
+
+def listeners_of(pids) -> list:
+    """(address, port, pid, command) of every TCP socket the processes `pids` listen on."""
+    listening = tcp_listeners()
+    out = []
+    for inode, pid in sockets_of(pids).items():
+        if inode in listening:
+            address, port = listening[inode]
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                comm = "?"
+            out.append((address, port, pid, comm))
+    return out
+
+
+def owner_of_port(port: int) -> Optional[int]:
+    """The pid listening on TCP `port` (of the processes this user can see), if any."""
+    inodes = {i for i, (_, p) in tcp_listeners().items() if p == port}
+    for inode, pid in sockets_of(_ppids().keys()).items():
+        if inode in inodes:
+            return pid
+    return None
+
+
+def postmaster_pid(pg: "Postgres") -> Optional[int]:
+    try:
+        return int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

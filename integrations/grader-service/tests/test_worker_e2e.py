@@ -12,61 +12,15 @@ import time
 
 import pytest
 
-from conftest import grader_executor_lines, runs_of
+from conftest import (
+    ABSENT_COMMIT,
+    assert_listening_on_loopback_only,
+    grader_executor_lines,
+    runs_of,
+)
+from conftest import same_rows as _same_rows
 
 pytestmark = pytest.mark.e2e
-
-ABSENT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def _both(deployments, username, **kw):
-    ids = [d.add_submission(username, **kw) for d in deployments]
-    assert ids[0] == ids[1], "both deployments must get the same submission ids"
-    return ids[0]
-
-
-@pytest.fixture(scope="module")
-def cases(deployments):
-    """Every case, enqueued once in both deployments and waited for."""
-    ref, ours = deployments
-    ids = {
-        "graded": _both(deployments, "alice"),
-        "scaled": _both(deployments, "bob", score_scaling=0.5),
-        "edited": _both(deployments, "carol", edited=True),
-        "manual": _both(deployments, "dave", manual_grades={
-            "test_load_rows": {"manual_score": 1.0},
-            "test_most_expensive": {"manual_score": 0.5, "extra_credit": 0.25}}),
-        "failing": _both(deployments, "bob", commit_hash=ABSENT_COMMIT),
-        "full_auto": _both(deployments, "carol"),
-    }
-    for d in deployments:
-        d.make_edit_repo(ids["edited"], "carol")
-        d.enqueue(
-            {"kind": "autograde", "sub_id": ids["graded"]},
-            {"kind": "autograde", "sub_id": ids["scaled"]},
-            {"kind": "autograde", "sub_id": ids["edited"]},
-            {"kind": "autograde", "sub_id": ids["manual"]},
-            {"kind": "autograde", "sub_id": ids["failing"]},
-            {"kind": "full_auto", "sub_id": ids["full_auto"]},
-            # Feedback after autograde (GenerateFeedbackHandler's chain), queued behind it.
-            {"kind": "feedback", "sub_id": ids["graded"]},
-        )
-    rows = {}
-    for name, sub_id in ids.items():
-        feedback = name in ("full_auto", "graded")
-        rows[name] = (ref.wait(sub_id, feedback=feedback), ours.wait(sub_id, feedback=feedback))
-    return ids, rows
-
-
-def _same_rows(ref_row, our_row, ignore=()):
-    for key in ("auto_status", "manual_status", "feedback_status", "score", "grading_score",
-                "properties"):
-        if key in ignore:
-            continue
-        assert our_row[key] == ref_row[key], f"{key}: grader {our_row[key]!r} != reference {ref_row[key]!r}"
-    for row in (ref_row, our_row):
-        assert row["logs"], "logs are written"
-        assert "\x00" not in row["logs"]
 
 
 def test_a_graded_submission_gets_the_same_rows_as_the_reference(cases, deployments):
@@ -280,3 +234,12 @@ c.GraderExecutor.fallback_to_binary = False
         assert rows["full_auto"][0]["feedback_status"] == "GENERATED"
     finally:
         ours.restart_worker(grader_executor_lines(ours.binary))
+
+
+def test_every_server_the_suite_started_listens_on_loopback_only(deployments, servers):
+    pg, rabbit = servers
+    seen = assert_listening_on_loopback_only(
+        servers, (pg.port, rabbit.port, rabbit.dist_port, rabbit.epmd_port),
+        # rabbitmqctl starts an Erlang node of its own (distribution port 35672-35682).
+        during=lambda: rabbit.ctl("status"))
+    print("listeners:", sorted(seen))
