@@ -8,10 +8,11 @@ import enum
 import json
 import os
 import stat
+import sys
 from types import SimpleNamespace
 
 from grader_executor.job import build_job
-from grader_executor.runner import Invocation, command, grader_env, run_job
+from grader_executor.runner import Invocation, command, configured_backend, grader_env, run_job
 
 
 class Status(enum.Enum):
@@ -120,3 +121,73 @@ def test_a_grader_past_the_timeout_is_stopped(tmp_path):
     inv = Invocation(binary=binary, service_dir="/srv", timeout=0.5, kill_grace=2)
     result = run_job(inv, "autograde", build_job(submission()), os.environ)
     assert result.outcome is None and "no outcome within timeout=0.5s" in result.failure_text()
+
+
+CONFIG_OUTPUT = """# Effective grader configuration; each key is followed by the layer it came from.
+service_dir = "/var/lib/grader"          # default
+convert_executable = "grader-convert"    # default
+backend = "kube"                         # file /etc/grader/grader.toml
+
+[kube]
+namespace = "grading"                    # file /etc/grader/grader.toml
+"""
+
+
+def test_the_backend_grader_s_configuration_selects_is_read_from_grader_config(tmp_path):
+    printed = tmp_path / "config.txt"
+    printed.write_text(CONFIG_OUTPUT)
+    args = tmp_path / "args.txt"
+    binary = fake_grader(tmp_path, f'echo "$@" > {args}\ncat {printed}\n')
+    assert configured_backend(binary, ["/etc/g.toml"], {"kube.namespace": "x"}, {}) == "kube"
+    assert args.read_text().split() == [
+        "--config", "/etc/g.toml", "--set", "kube.namespace=x", "config"]
+    printed.write_text(CONFIG_OUTPUT.replace('"kube"', '"local"'))
+    assert configured_backend(binary, [], {}, {}) == "local"
+    # A `backend` key below a table is not the top-level one.
+    printed.write_text('[x]\nbackend = "kube"\n')
+    assert configured_backend(binary, [], {}, {}) is None
+    refusing = fake_grader(tmp_path, "echo 'grader: error: unknown key' >&2\nexit 2\n")
+    assert configured_backend(refusing, [], {}, {}) is None
+    assert configured_backend(str(tmp_path / "absent"), [], {}, {}) is None
+
+
+def _executor(**traits):
+    """The executor's settings alone (no submission, no database session)."""
+    from traitlets.config import LoggingConfigurable
+
+    from grader_executor.executor import GraderAutogradeExecutor
+
+    ex = GraderAutogradeExecutor.__new__(GraderAutogradeExecutor)
+    LoggingConfigurable.__init__(ex, **traits)
+    ex.grader_service_dir = "/srv"
+    return ex
+
+
+def test_the_worker_s_grading_tool_is_passed_only_when_grading_runs_here(tmp_path):
+    """With the kube backend the tool runs in the grading image: the worker environment's
+    `grader-convert` must not be forced on the pods (set by `backend` or by grader's own
+    configuration); with the local backend it is the default. An explicit
+    `convert_executable` is always passed."""
+    from conftest import grader_binary, missing
+
+    binary = grader_binary()
+    if binary is None:
+        missing("the grader binary (install the wheel or cargo build -p grader-bin)")
+    kube_file = tmp_path / "kube.toml"
+    kube_file.write_text('backend = "kube"\n')
+    convert = "/opt/tool/grader-convert"
+
+    def setting(**traits):
+        inv = _executor(binary=binary, **traits).invocation()
+        return inv.settings.get("convert_executable")
+
+    assert setting(backend="kube") is None
+    assert setting(config_files=[str(kube_file)]) is None
+    assert setting(grader_settings={"backend": "kube"}) is None
+    assert setting(backend="kube", convert_executable=convert) == convert
+    # Local: this environment's grader-convert when it has one (the worker venv does).
+    here = os.path.join(os.path.dirname(sys.executable), "grader-convert")
+    local = here if os.access(here, os.X_OK) else None
+    assert setting(backend="local") == local
+    assert setting(config_files=[str(kube_file)], backend="local") == local
+    assert setting() == local

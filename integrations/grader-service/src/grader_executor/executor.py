@@ -30,7 +30,7 @@ from traitlets import Bool, Dict, Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from grader_executor.job import AUTOGRADE, FEEDBACK, build_job
-from grader_executor.runner import Invocation, Result, run_job
+from grader_executor.runner import Invocation, Result, configured_backend, grader_env, run_job
 
 
 def _beside_python(name: str) -> Optional[str]:
@@ -85,8 +85,10 @@ class GraderExecutor(LoggingConfigurable):
     ).tag(config=True)
 
     convert_executable = Unicode(
-        help="grader's `convert_executable` (local backend). Default: `grader-convert` of "
-        "this environment when it has one, else grader's own configuration."
+        help="grader's `convert_executable`. Default with the local backend: `grader-convert` "
+        "of this environment when it has one, else grader's own configuration; with the kube "
+        "backend (from `backend` or grader's configuration): grader's own configuration, "
+        "since the tool runs inside the grading image."
     ).tag(config=True)
 
     grader_settings = Dict(
@@ -152,7 +154,9 @@ class GraderExecutor(LoggingConfigurable):
     def invocation(self) -> Invocation:
         """How `grader` is run for this executor's settings."""
         settings = {}
-        convert = self.convert_executable or _beside_python("grader-convert")
+        convert = self.convert_executable
+        if not convert and self._grades_here():
+            convert = _beside_python("grader-convert")
         if convert:
             settings["convert_executable"] = convert
         settings.update(self.grader_settings)
@@ -169,6 +173,22 @@ class GraderExecutor(LoggingConfigurable):
             timeout=self.timeout,
             fallback_to_binary=self.fallback_to_binary,
         )
+
+    def _grades_here(self) -> bool:
+        """Whether grading runs on this machine (the local backend), so that this
+        environment's `grader-convert` is the tool to run. Not with the kube backend: there
+        `convert_executable` names the tool inside the grading image, which grader's own
+        configuration (or `convert_executable` here) says. With `backend` unset, grader's
+        configuration decides; it is asked (`grader config`, a few milliseconds)."""
+        if self.backend:
+            return self.backend == "local"
+        backend = configured_backend(
+            self.binary or self._binary_default(),
+            list(self.config_files),
+            dict(self.grader_settings),
+            grader_env(os.environ, self.env),
+        )
+        return backend != "kube"
 
     def _write_back(self, outcome: Optional[dict], failure: str) -> None:
         raise NotImplementedError

@@ -119,6 +119,37 @@ def command(inv: Invocation, kind: str, job_path: str, via_serve: bool) -> list:
     return cmd
 
 
+def configured_backend(binary: str, config_files: Sequence[str], settings: Mapping[str, str],
+                       env: Mapping[str, str], timeout: float = 30.0) -> Optional[str]:
+    """The backend (`local` or `kube`) grader's own configuration selects for these config
+    files, settings and environment, as `grader config` reports it; None when it cannot
+    tell (grader missing, a configuration it refuses: the job run reports that)."""
+    cmd = [binary]
+    for path in config_files:
+        cmd += ["--config", path]
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    cmd.append("config")
+    try:
+        with tempfile.TemporaryDirectory(prefix="grader-config-") as cwd:
+            out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                 errors="replace", cwd=cwd, env=dict(env), timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("cannot ask %s for its backend: %s", binary, e)
+        return None
+    if out.returncode != 0:
+        return None
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            break  # past the top-level keys
+        key, _, rest = line.partition("=")
+        if key.strip() == "backend":
+            value = rest.split("#", 1)[0].strip().strip('"')
+            return value or None
+    return None
+
+
 def _signal(proc: subprocess.Popen, sig: int) -> None:
     """Signals `grader`'s process group (it was started in a session of its own), so a
     wrapper script's children are reached too."""
