@@ -16,9 +16,14 @@
 #   - a worker venv with grader-service==0.12.5, ipykernel, pytest, maturin, psycopg;
 #   - the wheel (integrations/grader-service, maturin: the grader binary + grader_executor),
 #     installed into that venv exactly as an operator would (`pip install <wheel>`).
+#   - the test control plane (e2e/control-plane/build.sh) and kube-testkit's
+#     grader-test-cluster, for the kube backend through the same path (real kube-apiserver +
+#     etcd on loopback, the test node agent as kubelet), started and stopped by the suite.
 # Env: GS_E2E_WHEEL=path (use this wheel, no build), GS_E2E_PROFILE=release|dev (dev: build
 # the wheel from a debug build, faster on two cores; default release), GS_E2E_KEEP=1 (keep the
-# temporary directories). A missing component skips loudly; under CI=true it fails.
+# temporary directories), GS_E2E_TEST_CLUSTER=path (a built grader-test-cluster; then
+# GRADER_KUBE_APISERVER/GRADER_ETCD or build.sh's cache name the binaries). A missing
+# component skips loudly; under CI=true it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -88,7 +93,29 @@ say "installing $wheel"
 "$venv/bin/pip" install -q --force-reinstall --no-deps "$wheel"
 [ -x "$venv/bin/grader" ] || { say "the wheel did not install bin/grader"; exit 1; }
 
-# 4. The suite (the servers are started and stopped by its fixtures).
+# 4. The test control plane for the kube backend's tests: kube-apiserver + etcd from
+#    e2e/control-plane/build.sh (cached; it prints GRADER_KUBE_APISERVER=/GRADER_ETCD= lines)
+#    and kube-testkit's grader-test-cluster, which runs them with the test node agent. When
+#    either cannot be had, those tests skip loudly (under CI=true they fail).
+if [ -z "${GS_E2E_TEST_CLUSTER:-}" ]; then
+    if cp_env="$(bash e2e/control-plane/build.sh)"; then
+        while IFS='=' read -r key value; do
+            case "$key" in
+                GRADER_KUBE_APISERVER | GRADER_ETCD) export "$key=$value" ;;
+            esac
+        done <<<"$cp_env"
+    else
+        say "WARNING: e2e/control-plane/build.sh failed: the kube backend's tests will skip"
+    fi
+    say "building grader-test-cluster (cargo build -p kube-testkit --bin grader-test-cluster)"
+    if cargo build -q -p kube-testkit --bin grader-test-cluster >&2; then
+        export GS_E2E_TEST_CLUSTER="${CARGO_TARGET_DIR:-$root/target}/debug/grader-test-cluster"
+    else
+        say "WARNING: building grader-test-cluster failed: the kube backend's tests will skip"
+    fi
+fi
+
+# 5. The suite (the servers are started and stopped by its fixtures).
 export GS_E2E_GRADER="$venv/bin/grader"
 if [ "$bench" = 1 ]; then
     export GS_E2E_BENCH=1
