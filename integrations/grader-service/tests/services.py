@@ -137,10 +137,11 @@ class Rabbit:
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "ERL_EPMD_PORT": str(self.epmd_port),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
-            # Erlang distribution (the node's and each rabbitmqctl's own node) on loopback
-            # only; the default is every interface.
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": LOOPBACK_DIST,
-            "RABBITMQ_CTL_ERL_ARGS": LOOPBACK_DIST,
+            # Erlang distribution on loopback only (the default is every interface), for every
+            # Erlang node this starts: the broker, each rabbitmqctl's own node, and the
+            # short-lived "epmd starter" node the broker spawns at boot. ERL_AFLAGS is read
+            # by every `erl`, so it reaches the ones started without the scripts' arguments.
+            "ERL_AFLAGS": LOOPBACK_DIST,
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.base / "log"),
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
