@@ -49,7 +49,16 @@ chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root L
     rm -f /tmp/requirements.txt
     apt-get clean
     rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/* /root/.cache
-    find /opt/grader -name __pycache__ -type d -prune -exec rm -rf {} +
+    # Bytecode for every module of the interpreter and the venv, written now: the pods run
+    # as uid 1000 and cannot write __pycache__ under these root-owned dirs, so without it
+    # each pod compiles all it imports (the tool, nbconvert, ipykernel: ~1900 modules,
+    # about 2.4 CPU-s per pod). Hash-based (checked-hash: the source is hashed, not its
+    # mtime compared): the layer is packed with every mtime set to 0 (oci-pack.py), which
+    # makes timestamp-based caches (also those Debian wrote for the standard library)
+    # stale in the container; -f rewrites them.
+    stdlib="$(python3 -c "import sysconfig; print(sysconfig.get_path(\"stdlib\"))")"
+    python3 -m compileall -q -f --invalidation-mode checked-hash \
+        "$stdlib" /usr/lib/python3/dist-packages /opt/grader/lib >/dev/null
 '
 umount -l "$rootfs/wheels" "$rootfs/proc" "$rootfs/dev"
 rmdir "$rootfs/wheels"
