@@ -276,7 +276,9 @@ c.CeleryApp.worker_kwargs = dict(concurrency=1, hostname="{self.name}@e2e", logl
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = self.row(sub_id)
-            done = row["auto_status"] != "PENDING"
+            # Both executors commit the status first and the logs right after (the
+            # reference's order): done once both are there.
+            done = row["auto_status"] != "PENDING" and row["logs"] is not None
             if feedback:
                 done = done and row["feedback_status"] != "GENERATING"
             if done:
