@@ -50,10 +50,15 @@ fn main() -> ExitCode {
     if let Err(e) = hardened {
         tracing::warn!("could not make grader non-dumpable: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `grader submit` only talks to a service and waits: one thread does (no worker threads
+    // to start and stop, which is most of a client's own time besides loading the binary).
+    let runtime = match &cli.command {
+        Command::Submit(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("grader: cannot start the async runtime: {e}");

@@ -228,6 +228,8 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // The extractors above have read the whole request.
+    let received = std::time::SystemTime::now();
     let Query(params) = params.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let kind = match params.kind.as_deref() {
         None | Some("autograde") => JobKind::Autograde,
@@ -269,7 +271,7 @@ async fn submit(
     s.pipeline
         .check(&job, kind)
         .map_err(|e| bad(format!("request body: {e}")))?;
-    match s.registry.submit(&job, kind) {
+    match s.registry.submit(&job, kind, received) {
         Submitted::New(view, cancel) => {
             let id = view.info.id.clone();
             s.runner.spawn(id.clone(), job, kind, cancel);
@@ -446,6 +448,7 @@ async fn get_outcome(
     if let Ok(value) = HeaderValue::from_str(&state) {
         response.headers_mut().insert(STATE_HEADER, value);
     }
+    s.registry.answered(&id);
     Ok(response)
 }
 

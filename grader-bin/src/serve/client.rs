@@ -11,6 +11,7 @@ use grader_local::JobKind;
 use grader_local::job_file::parse_job;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -63,17 +64,17 @@ impl Endpoint {
         Ok(Endpoint::Tcp(format!("{}:{port}", authority.host())))
     }
 
-    /// Sends one request and reads the whole answer: status, headers and body.
-    pub async fn send(
+    /// A request for `path` with the headers every request carries.
+    fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
         token: Option<&str>,
-    ) -> anyhow::Result<hyper::Response<Bytes>> {
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
         let host = match self {
-            Endpoint::Unix(_) => "localhost".to_string(),
-            Endpoint::Tcp(a) => a.clone(),
+            Endpoint::Unix(_) => "localhost",
+            Endpoint::Tcp(a) => a.as_str(),
         };
         let mut request = Request::builder()
             .method(method)
@@ -85,40 +86,123 @@ impl Endpoint {
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        Ok(request.body(Full::new(Bytes::from(body.unwrap_or_default())))?)
+    }
+
+    /// Opens an HTTP/1.1 connection; its driver runs as a task until the connection closes.
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
         let reached = || format!("cannot reach grader serve at {self}");
         match self {
             Endpoint::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .with_context(reached)?;
-                exchange(TokioIo::new(stream), request).await
+                handshake(TokioIo::new(stream)).await
             }
             Endpoint::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .with_context(reached)?;
-                exchange(TokioIo::new(stream), request).await
+                // Requests are small and answered at once: do not hold them back (Nagle).
+                let _ = stream.set_nodelay(true);
+                handshake(TokioIo::new(stream)).await
             }
         }
         .with_context(|| format!("talking to grader serve at {self}"))
     }
+
+    /// Sends one request on a fresh connection and reads the whole answer: status, headers
+    /// and body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> anyhow::Result<hyper::Response<Bytes>> {
+        let request = self.request(method, path, body, token)?;
+        let mut sender = self.connect().await?;
+        exchange(&mut sender, request)
+            .await
+            .with_context(|| format!("talking to grader serve at {self}"))
+    }
 }
 
-/// One HTTP/1.1 request on a fresh connection.
-async fn exchange<IO>(
-    io: IO,
-    request: Request<Full<Bytes>>,
-) -> anyhow::Result<hyper::Response<Bytes>>
+/// A client's conversation with the service: one HTTP/1.1 connection kept open between its
+/// requests (the submission and each long-poll), opened again when the service closed it.
+struct Session<'a> {
+    endpoint: &'a Endpoint,
+    token: Option<&'a str>,
+    connection: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl<'a> Session<'a> {
+    fn new(endpoint: &'a Endpoint, token: Option<&'a str>) -> Self {
+        Session {
+            endpoint,
+            token,
+            connection: None,
+        }
+    }
+
+    /// Sends one request on the kept connection and reads the whole answer. A `GET` that
+    /// fails on a kept connection (closed by the service meanwhile) is sent once more on a
+    /// new one; anything else is not repeated.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<hyper::Response<Bytes>> {
+        let kept = self.connection.take().filter(|c| !c.is_closed());
+        let reused = kept.is_some();
+        let mut sender = match kept {
+            Some(c) => c,
+            None => self.endpoint.connect().await?,
+        };
+        let retry = (reused && method == Method::GET).then(|| (method.clone(), body.clone()));
+        let request = self.endpoint.request(method, path, body, self.token)?;
+        let answer = match exchange(&mut sender, request).await {
+            Err(_) if retry.is_some() => {
+                let (method, body) = retry.unwrap_or((Method::GET, None));
+                tracing::debug!("the kept connection to grader serve closed; reconnecting");
+                sender = self.endpoint.connect().await?;
+                let request = self.endpoint.request(method, path, body, self.token)?;
+                exchange(&mut sender, request).await
+            }
+            answer => answer,
+        }
+        .with_context(|| format!("talking to grader serve at {}", self.endpoint))?;
+        self.connection = Some(sender);
+        Ok(answer)
+    }
+
+    /// Forgets the kept connection (a request on it was abandoned mid-way).
+    fn drop_connection(&mut self) {
+        self.connection = None;
+    }
+}
+
+/// Handshakes HTTP/1.1 on `io` and runs the connection as a task.
+async fn handshake<IO>(io: IO) -> anyhow::Result<SendRequest<Full<Bytes>>>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection to grader serve ended");
         }
     });
+    Ok(sender)
+}
+
+/// One request on `sender`'s connection, its answer read whole.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<hyper::Response<Bytes>> {
+    sender.ready().await?;
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await?.to_bytes();
@@ -203,12 +287,12 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<Exit, Usage> {
         .context("cannot encode the job")?;
 
     let kind_name = super::registry::kind_name(kind);
-    let answer = endpoint
+    let mut session = Session::new(&endpoint, token.as_deref());
+    let answer = session
         .send(
             Method::POST,
             &format!("/v1/jobs?kind={kind_name}"),
             Some(body),
-            token.as_deref(),
         )
         .await?;
     if !matches!(answer.status(), StatusCode::OK | StatusCode::ACCEPTED) {
@@ -235,9 +319,12 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<Exit, Usage> {
     let poll = format!("/v1/jobs/{id}/outcome?wait={POLL_SECONDS}");
     loop {
         let answer = tokio::select! {
-            answer = endpoint.send(Method::GET, &poll, None, token.as_deref()) => answer?,
+            answer = session.send(Method::GET, &poll, None) => answer?,
             () = interrupted.cancelled(), if !cancel_sent => {
                 cancel_sent = true;
+                // The long-poll was abandoned mid-way: its connection is of no more use, and
+                // the cancel goes on a connection of its own.
+                session.drop_connection();
                 let path = format!("/v1/jobs/{id}");
                 if let Err(e) = endpoint.send(Method::DELETE, &path, None, token.as_deref()).await {
                     tracing::warn!(error = %e, "cannot cancel the job");
@@ -274,5 +361,96 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<Exit, Usage> {
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+
+    use super::*;
+
+    /// A test service on a Unix socket that counts the connections it accepted and answers
+    /// every request with its path; with `close`, it ends each connection after one answer.
+    async fn counting_service(socket: &Path, close: bool) -> Arc<AtomicUsize> {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let answer = service_fn(move |request: Request<Incoming>| async move {
+                        let mut response =
+                            hyper::Response::new(Full::new(Bytes::from(request.uri().to_string())));
+                        if close {
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, "close".parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer)
+                        .await;
+                });
+            }
+        });
+        accepted
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_session_sends_its_requests_on_one_kept_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s.sock");
+        runtime().block_on(async {
+            let accepted = counting_service(&socket, false).await;
+            let endpoint = Endpoint::Unix(socket.clone());
+            let mut session = Session::new(&endpoint, None);
+            let a = session
+                .send(Method::POST, "/v1/jobs", Some(b"{}".to_vec()))
+                .await
+                .unwrap();
+            let b = session.send(Method::GET, "/v1/jobs/1", None).await.unwrap();
+            assert_eq!(a.body().as_ref(), b"/v1/jobs");
+            assert_eq!(b.body().as_ref(), b"/v1/jobs/1");
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                1,
+                "one connection for both"
+            );
+
+            // After an abandoned request, the next one goes on a new connection.
+            session.drop_connection();
+            session.send(Method::GET, "/v1/jobs/2", None).await.unwrap();
+            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn a_session_reconnects_when_the_service_closed_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s.sock");
+        runtime().block_on(async {
+            let accepted = counting_service(&socket, true).await;
+            let endpoint = Endpoint::Unix(socket.clone());
+            let mut session = Session::new(&endpoint, None);
+            for path in ["/v1/jobs", "/v1/jobs/1", "/v1/jobs/1"] {
+                let answer = session.send(Method::GET, path, None).await.unwrap();
+                assert_eq!(answer.body().as_ref(), path.as_bytes());
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        });
     }
 }

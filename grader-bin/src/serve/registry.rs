@@ -89,6 +89,31 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the Unix epoch (the timeline's unit).
+pub fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// When a job passed each step on the service's side, in microseconds since the Unix epoch:
+/// what a client's wait is made of apart from the pipeline's own `duration_ms` (the HTTP hop,
+/// measured by `grader-bench serve`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    /// The submission's request was read (body included) and handed to its handler.
+    pub received_us: u64,
+    /// The job had a slot and the backend; its pipeline starts.
+    pub started_us: Option<u64>,
+    /// Its pipeline returned the outcome.
+    pub ended_us: Option<u64>,
+    /// The job was final and its waiters woken (after the outcome file, if any, was written).
+    pub settled_us: Option<u64>,
+    /// The outcome was first handed to the HTTP layer as an answer
+    /// (`GET /v1/jobs/{id}/outcome`).
+    pub answered_us: Option<u64>,
+}
+
 /// What identifies a job apart from its id: what it grades.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobInfo {
@@ -131,12 +156,15 @@ pub struct JobView {
     /// True once a cancel was asked for a job still running.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
+    /// When it passed each step on the service's side.
+    pub timeline: Timeline,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<SharedOutcome>,
 }
 
 struct Entry {
     info: JobInfo,
+    timeline: Timeline,
     state: JobState,
     stop: Option<Stop>,
     cancel: CancellationToken,
@@ -293,9 +321,9 @@ impl Registry {
         *self.backend.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
     }
 
-    /// Takes a checked job: a new queued job, the one already queued or running for the same
-    /// submission, commit and kind, or a refusal.
-    pub fn submit(&self, job: &Job, kind: JobKind) -> Submitted {
+    /// Takes a checked job whose request was read at `received`: a new queued job, the one
+    /// already queued or running for the same submission, commit and kind, or a refusal.
+    pub fn submit(&self, job: &Job, kind: JobKind, received: SystemTime) -> Submitted {
         let mut inner = self.lock();
         self.sweep(&mut inner);
         if !inner.accepting {
@@ -340,6 +368,10 @@ impl Registry {
             id.clone(),
             Entry {
                 info,
+                timeline: Timeline {
+                    received_us: unix_us(received),
+                    ..Timeline::default()
+                },
                 state: JobState::Queued,
                 stop: None,
                 cancel: cancel.clone(),
@@ -366,8 +398,10 @@ impl Registry {
         if entry.state != JobState::Queued || entry.stop.is_some() {
             return false;
         }
+        let now = SystemTime::now();
         entry.state = JobState::Running;
-        entry.info.started_at_ms = Some(unix_ms(SystemTime::now()));
+        entry.info.started_at_ms = Some(unix_ms(now));
+        entry.timeline.started_us = Some(unix_us(now));
         entry.changed.send_replace(JobState::Running);
         inner.queue.retain(|q| q != id);
         inner.running += 1;
@@ -383,12 +417,13 @@ impl Registry {
         }
     }
 
-    /// Records the outcome of a run that started.
-    pub fn finish(&self, id: &str, mut outcome: Outcome) {
+    /// Records the outcome of a run that started; its pipeline returned at `ended`.
+    pub fn finish(&self, id: &str, mut outcome: Outcome, ended: SystemTime) {
         let mut inner = self.lock();
-        let Some(entry) = inner.jobs.get(id) else {
+        let Some(entry) = inner.jobs.get_mut(id) else {
             return;
         };
+        entry.timeline.ended_us = Some(unix_us(ended));
         let state = match entry.stop {
             Some(stop) if !outcome.status.is_success() => {
                 outcome.error = Some(match outcome.error.take() {
@@ -449,8 +484,10 @@ impl Registry {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
         };
+        let now = SystemTime::now();
         entry.state = state;
-        entry.info.finished_at_ms = Some(unix_ms(SystemTime::now()));
+        entry.info.finished_at_ms = Some(unix_ms(now));
+        entry.timeline.settled_us = Some(unix_us(now));
         entry.outcome = Some(Arc::new(outcome));
         entry.changed.send_replace(state);
         let key = DedupKey::of(&entry.info);
@@ -559,6 +596,17 @@ impl Registry {
         Some((view_of(&inner, id, true)?, rx))
     }
 
+    /// Notes that job `id`'s outcome was handed to the HTTP layer (the first time counts).
+    pub fn answered(&self, id: &str) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.jobs.get_mut(id) {
+            entry
+                .timeline
+                .answered_us
+                .get_or_insert_with(|| unix_us(SystemTime::now()));
+        }
+    }
+
     /// A job's state and outcome (when final).
     pub fn outcome(&self, id: &str) -> Option<(JobState, Option<Arc<Outcome>>)> {
         let mut inner = self.lock();
@@ -622,6 +670,7 @@ fn view_of(inner: &Inner, id: &str, with_outcome: bool) -> Option<JobView> {
             .flatten(),
         succeeded: entry.outcome.as_ref().map(|o| o.status.is_success()),
         stopping: entry.state == JobState::Running && entry.stop.is_some(),
+        timeline: entry.timeline,
         outcome: if with_outcome {
             entry.outcome.clone().map(SharedOutcome)
         } else {
@@ -651,5 +700,99 @@ fn unstarted_outcome(info: &JobInfo, backend: String, why: String) -> Outcome {
         error: Some(why),
         logs: String::new(),
         gradebook: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(submission: u64) -> Job {
+        let text = format!(
+            r#"{{"lecture": {{"code": "cs101"}},
+                "assignment": {{"id": 1, "name": "hw1", "gradebook": {{"notebooks": {{}}}}}},
+                "submission": {{"id": {submission}, "commit_hash": "{}", "username": "alice"}}}}"#,
+            "a".repeat(40)
+        );
+        grader_local::job_file::parse_job(&text, std::path::Path::new("/"), "test").unwrap()
+    }
+
+    fn graded(submission: u64) -> Outcome {
+        let info = JobInfo {
+            id: String::new(),
+            kind: JobKind::Autograde,
+            submission_id: submission,
+            commit_hash: String::new(),
+            username: String::new(),
+            lecture: String::new(),
+            assignment_id: 1,
+            assignment: String::new(),
+            submitted_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+        };
+        let mut o = unstarted_outcome(&info, "local".into(), String::new());
+        o.status = Status::Auto(AutoStatus::AutomaticallyGraded);
+        o.failure = None;
+        o.error = None;
+        o
+    }
+
+    fn timeline(r: &Registry, id: &str) -> Timeline {
+        r.get(id).unwrap().0.timeline
+    }
+
+    #[test]
+    fn the_timeline_follows_a_job_from_its_request_to_its_first_answer() {
+        let r = Registry::new(1, 4, Duration::from_secs(60), "local");
+        let received = SystemTime::now() - Duration::from_millis(5);
+        let Submitted::New(view, _) = r.submit(&job(7), JobKind::Autograde, received) else {
+            panic!("not queued");
+        };
+        let id = view.info.id;
+        let t = timeline(&r, &id);
+        assert_eq!(t.received_us, unix_us(received));
+        assert_eq!((t.started_us, t.ended_us, t.settled_us), (None, None, None));
+
+        assert!(r.start(&id));
+        let started = timeline(&r, &id).started_us.unwrap();
+        assert!(started >= t.received_us + 5_000, "{started} vs {t:?}");
+
+        let ended = SystemTime::now();
+        r.finish(&id, graded(7), ended);
+        let t = timeline(&r, &id);
+        assert_eq!(t.ended_us, Some(unix_us(ended)));
+        assert!(t.settled_us.unwrap() >= t.ended_us.unwrap());
+        assert_eq!(t.answered_us, None);
+
+        r.answered(&id);
+        let first = timeline(&r, &id).answered_us.unwrap();
+        assert!(first >= t.settled_us.unwrap());
+        std::thread::sleep(Duration::from_millis(2));
+        r.answered(&id);
+        assert_eq!(
+            timeline(&r, &id).answered_us,
+            Some(first),
+            "the first answer counts"
+        );
+
+        // The view's JSON carries it for clients (`GET /v1/jobs`).
+        let json = serde_json::to_value(r.get(&id).unwrap().0).unwrap();
+        assert_eq!(json["timeline"]["answered_us"], first);
+        assert_eq!(json["timeline"]["received_us"], unix_us(received));
+    }
+
+    #[test]
+    fn a_job_cancelled_in_the_queue_settles_without_starting() {
+        let r = Registry::new(1, 4, Duration::from_secs(60), "local");
+        let Submitted::New(view, _) = r.submit(&job(8), JobKind::Autograde, SystemTime::now())
+        else {
+            panic!("not queued");
+        };
+        let id = view.info.id;
+        r.cancel(&id).unwrap();
+        let t = timeline(&r, &id);
+        assert_eq!((t.started_us, t.ended_us), (None, None));
+        assert!(t.settled_us.unwrap() >= t.received_us);
     }
 }

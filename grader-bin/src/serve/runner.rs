@@ -69,6 +69,7 @@ impl Runner {
             return;
         }
         let outcome = exec.run(&job, kind, cancel).await;
+        let ended = std::time::SystemTime::now();
         // The outcome file is written before waiters hear of it: a client told `done` finds it.
         if let Some(dir) = &self.results_dir
             && self.registry.final_state(&id, &outcome) == JobState::Done
@@ -79,6 +80,6 @@ impl Runner {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the outcome");
             }
         }
-        self.registry.finish(&id, outcome);
+        self.registry.finish(&id, outcome, ended);
     }
 }
