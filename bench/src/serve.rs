@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,43 @@ struct Graded {
     duration_ms: f64,
     /// wall_s − duration_ms, in ms.
     outside_ms: f64,
+    /// Served submissions: where the hop went, from the service's timeline of the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    split: Option<Split>,
+}
+
+/// One served submission's wall time cut at the service's timeline of its job
+/// (`GET /v1/jobs`: `timeline`, µs since the epoch; the client's fork and reaping from the
+/// bench's own clock), in ms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Split {
+    /// Fork of `grader submit` → the service has read its request: process start,
+    /// configuration, job file, connecting, sending.
+    client_to_received_ms: f64,
+    /// Request read → pipeline started: checks, queueing, the runner task, a slot.
+    received_to_started_ms: f64,
+    /// The pipeline as the service timed it (µs), started → returned.
+    pipeline_ms: f64,
+    /// `pipeline_ms − duration_ms`: the executor's work outside its own clock plus
+    /// `duration_ms`'s truncation to whole ms.
+    pipeline_over_duration_ms: f64,
+    /// Pipeline returned → job final and its waiter woken (outcome file, registry).
+    ended_to_settled_ms: f64,
+    /// Waiter woken → outcome answer handed to HTTP (long-poll wake-up, serialisation).
+    settled_to_answered_ms: f64,
+    /// Answer handed to HTTP → `grader submit` reaped: writing and reading the answer,
+    /// printing, exiting.
+    answered_to_exit_ms: f64,
+}
+
+/// The service's timeline of one job, µs since the Unix epoch.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Timeline {
+    received_us: u64,
+    started_us: Option<u64>,
+    ended_us: Option<u64>,
+    settled_us: Option<u64>,
+    answered_us: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +138,9 @@ struct Served {
     duration_ms: Dist,
     /// The HTTP hop: submit --wait wall time minus the outcome's duration_ms.
     hop_ms: Dist,
+    /// The hop's parts (see [`Split`]), each over the submissions, by name.
+    #[serde(default)]
+    hop_split_ms: BTreeMap<String, Dist>,
     graded: Vec<Graded>,
 }
 
@@ -136,6 +176,113 @@ fn http_status(socket: &Path, path: &str) -> Option<u16> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `GET path` over the Unix socket: the JSON body of a 200 answer.
+fn http_get_json(socket: &Path, path: &str) -> anyhow::Result<Value> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect {}", socket.display()))?;
+    stream.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path}: no HTTP answer"))?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    serde_json::from_str(body).with_context(|| format!("GET {path}: not JSON"))
+}
+
+/// The service's timeline of the job it finished last, which must be submission `id`'s.
+fn last_timeline(socket: &Path, id: u64) -> anyhow::Result<Timeline> {
+    let jobs = http_get_json(socket, "/v1/jobs")?;
+    let job = jobs["recent"]
+        .as_array()
+        .and_then(|r| r.last())
+        .map(|r| &r["job"])
+        .context("GET /v1/jobs: no finished job")?;
+    if job["submission_id"].as_u64() != Some(id) {
+        bail!(
+            "GET /v1/jobs: the last finished job is submission {}, not {id}",
+            job["submission_id"]
+        );
+    }
+    serde_json::from_value(job["timeline"].clone()).context("GET /v1/jobs: no timeline")
+}
+
+/// Cuts a served submission's wall time (fork at `forked`, reaped `wall_s` later) at the
+/// service's timeline.
+fn split(forked: SystemTime, wall_s: f64, duration_ms: f64, t: &Timeline) -> Option<Split> {
+    let fork_us = forked.duration_since(UNIX_EPOCH).ok()?.as_secs_f64() * 1e6;
+    let exit_us = fork_us + wall_s * 1e6;
+    let (started, ended) = (t.started_us? as f64, t.ended_us? as f64);
+    let (settled, answered) = (t.settled_us? as f64, t.answered_us? as f64);
+    let received = t.received_us as f64;
+    let ms = |a: f64, b: f64| (b - a) / 1000.0;
+    Some(Split {
+        client_to_received_ms: ms(fork_us, received),
+        received_to_started_ms: ms(received, started),
+        pipeline_ms: ms(started, ended),
+        pipeline_over_duration_ms: ms(started, ended) - duration_ms,
+        ended_to_settled_ms: ms(ended, settled),
+        settled_to_answered_ms: ms(settled, answered),
+        answered_to_exit_ms: ms(answered, exit_us),
+    })
+}
+
+/// The parts of [`Split`] in the order they happen, with their labels.
+const SPLIT_PARTS: [(&str, &str); 6] = [
+    (
+        "client_to_received_ms",
+        "`grader submit` forked → service read its request (process start, configuration, job file, connect, send)",
+    ),
+    (
+        "received_to_started_ms",
+        "request read → pipeline started (checks, queue, runner task, slot)",
+    ),
+    (
+        "pipeline_over_duration_ms",
+        "pipeline started → returned, beyond `duration_ms` (executor outside its clock + ms truncation)",
+    ),
+    (
+        "ended_to_settled_ms",
+        "pipeline returned → job final, waiter woken",
+    ),
+    (
+        "settled_to_answered_ms",
+        "waiter woken → outcome answer handed to HTTP (long-poll wake-up, serialisation)",
+    ),
+    (
+        "answered_to_exit_ms",
+        "answer handed to HTTP → `grader submit` reaped (transfer, printing, exit)",
+    ),
+];
+
+fn split_dists(graded: &[Graded]) -> BTreeMap<String, Dist> {
+    let splits: Vec<Split> = graded.iter().filter_map(|g| g.split).collect();
+    let value = |s: &Split, name: &str| match name {
+        "client_to_received_ms" => s.client_to_received_ms,
+        "received_to_started_ms" => s.received_to_started_ms,
+        "pipeline_ms" => s.pipeline_ms,
+        "pipeline_over_duration_ms" => s.pipeline_over_duration_ms,
+        "ended_to_settled_ms" => s.ended_to_settled_ms,
+        "settled_to_answered_ms" => s.settled_to_answered_ms,
+        "answered_to_exit_ms" => s.answered_to_exit_ms,
+        _ => f64::NAN,
+    };
+    let mut names: Vec<&str> = SPLIT_PARTS.iter().map(|(n, _)| *n).collect();
+    names.push("pipeline_ms");
+    names
+        .into_iter()
+        .map(|n| {
+            let v: Vec<f64> = splits.iter().map(|s| value(s, n)).collect();
+            (n.to_string(), dist(&v))
+        })
+        .collect()
 }
 
 /// Writes each of the first jobs of `service`'s `jobs-N.jsonl` as its own job file (next to
@@ -191,6 +338,7 @@ fn graded(
         wall_s,
         duration_ms,
         outside_ms: wall_s * 1000.0 - duration_ms,
+        split: None,
     })
 }
 
@@ -272,14 +420,28 @@ fn served(b: &Bench) -> anyhow::Result<Served> {
                 .arg(&config)
                 .args(["submit", "--wait", "--job"])
                 .arg(&files[&id]);
+            let forked = SystemTime::now();
             let m = proc::run(&mut cmd, &b.logs, &name, false)?;
             if m.code != 0 {
                 bail!("grader submit --wait ({name}) exited {}", m.code);
             }
-            let g = graded(&b.logs, &name, id, want, "local-warm", m.wall.as_secs_f64())?;
+            let mut g = graded(&b.logs, &name, id, want, "local-warm", m.wall.as_secs_f64())?;
+            // After the timed run: the service's side of it.
+            let timeline = last_timeline(&socket, id)?;
+            g.split = split(forked, g.wall_s, g.duration_ms, &timeline);
             eprintln!(
-                "serve: submission {id}: {:.3} s (hop {:.1} ms)",
-                g.wall_s, g.outside_ms
+                "serve: submission {id}: {:.3} s (hop {:.1} ms: {})",
+                g.wall_s,
+                g.outside_ms,
+                g.split.map_or("-".into(), |s| format!(
+                    "client {:.2} + queue {:.2} + pipeline beyond duration_ms {:.2} + settle {:.3} + answer {:.2} + to exit {:.2}",
+                    s.client_to_received_ms,
+                    s.received_to_started_ms,
+                    s.pipeline_over_duration_ms,
+                    s.ended_to_settled_ms,
+                    s.settled_to_answered_ms,
+                    s.answered_to_exit_ms
+                ))
             );
             graded_all.push(g);
         }
@@ -295,6 +457,7 @@ fn served(b: &Bench) -> anyhow::Result<Served> {
         per_submission_s: dist(&graded_all.iter().map(|g| g.wall_s).collect::<Vec<_>>()),
         duration_ms: dist(&graded_all.iter().map(|g| g.duration_ms).collect::<Vec<_>>()),
         hop_ms: dist(&graded_all.iter().map(|g| g.outside_ms).collect::<Vec<_>>()),
+        hop_split_ms: split_dists(&graded_all),
         graded: graded_all,
     })
 }
@@ -458,6 +621,37 @@ fn markdown(r: &Results) -> String {
     ] {
         h.row(vec![k.into(), report::ms(v)]);
     }
+    let split = if r.serve.hop_split_ms.is_empty() {
+        String::new()
+    } else {
+        let mut t = Table::new(&[
+            "part of the hop",
+            "median ms",
+            "p95 ms",
+            "mean ms",
+            "max ms",
+        ]);
+        let mut sum = 0.0;
+        for (name, label) in SPLIT_PARTS {
+            let d = r.serve.hop_split_ms.get(name).copied().unwrap_or_default();
+            sum += d.median;
+            t.row(vec![
+                label.into(),
+                report::ms(d.median),
+                report::ms(d.p95),
+                report::ms(d.mean),
+                report::ms(d.max),
+            ]);
+        }
+        format!(
+            "Where the hop goes: each served submission's wall time cut at the service's \
+             timeline of its job (`timeline` in `GET /v1/jobs`, µs; the fork and the reaping \
+             of `grader submit` from the bench's clock). The medians of the parts add up to \
+             {} ms.\n\n{}\n",
+            report::ms(sum),
+            t.render()
+        )
+    };
     let serve = r.serve.per_submission_s.median;
     let reference = r.reference_inprocess_s.median;
     let ratio = serve / reference;
@@ -474,7 +668,7 @@ fn markdown(r: &Results) -> String {
          Python, the same submissions one after another in one process that imported the tool \
          once (its git checkout untimed; grader's git export and commit are timed). Cold: one \
          `grader autograde --job J` process per submission (the tool imported every time). \
-         Load average before / after: {} / {}.\n\n{}\n{}\n\
+         Load average before / after: {} / {}.\n\n{}\n{}\n{split}\
          Targets: per submission at most 0.9× the reference's in-process time: served median \
          {} s = {ratio:.2}× the reference's {} s: {} (means: {} s vs {} s, {mean_ratio:.2}×). \
          HTTP hop under 5 ms at the median: {} ms: {}. Cold `grader autograde` median {} s: \
@@ -509,5 +703,41 @@ mod tests {
         assert!((d.p95 - 19.05).abs() < 1e-9, "{d:?}");
         assert_eq!(d.mean, 10.5);
         assert_eq!((d.min, d.max), (1.0, 20.0));
+    }
+
+    #[test]
+    fn the_split_cuts_the_wall_time_into_parts_that_add_up_to_the_hop() {
+        let forked = UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |ms: f64| 1_000_000_000 + (ms * 1000.0) as u64;
+        let t = Timeline {
+            received_us: at(2.5),
+            started_us: Some(at(2.75)),
+            ended_us: Some(at(802.75)),
+            settled_us: Some(at(802.8)),
+            answered_us: Some(at(803.0)),
+        };
+        let (wall_s, duration_ms) = (0.804, 799.0);
+        let s = split(forked, wall_s, duration_ms, &t).unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(near(s.client_to_received_ms, 2.5), "{s:?}");
+        assert!(near(s.received_to_started_ms, 0.25), "{s:?}");
+        assert!(near(s.pipeline_ms, 800.0), "{s:?}");
+        assert!(near(s.pipeline_over_duration_ms, 1.0), "{s:?}");
+        assert!(near(s.ended_to_settled_ms, 0.05), "{s:?}");
+        assert!(near(s.settled_to_answered_ms, 0.2), "{s:?}");
+        assert!(near(s.answered_to_exit_ms, 1.0), "{s:?}");
+        let parts = s.client_to_received_ms
+            + s.received_to_started_ms
+            + s.pipeline_over_duration_ms
+            + s.ended_to_settled_ms
+            + s.settled_to_answered_ms
+            + s.answered_to_exit_ms;
+        assert!(near(parts, wall_s * 1000.0 - duration_ms), "{parts}");
+        // A job the service never answered has no split.
+        let unanswered = Timeline {
+            answered_us: None,
+            ..t
+        };
+        assert!(split(forked, wall_s, duration_ms, &unanswered).is_none());
     }
 }
