@@ -4,6 +4,10 @@
 //!   run it wraps, on the same submission; the per-step breakdown from the outcome's timings.
 //! * `kube-latency`: on the test control plane, from a grading pod turning `Succeeded` in the
 //!   API server to the backend returning the outcome; API requests per graded submission.
+//! * `kube-node`: the example course with the real grading tool on a real node (kubelet,
+//!   containerd, runc, the grading image) beside the test node agent: each pod's life
+//!   (created, scheduled, container started, `Succeeded`) and the whole per-submission time
+//!   (project issue 16).
 //! * `batch`: `grader batch` of many submissions with a trivial grading command, local and
 //!   kube backends: submissions per second and peak memory.
 //! * `warm`: `grader batch` with the real grading tool, a plain process per submission
@@ -25,6 +29,7 @@ mod cluster;
 mod counting;
 mod criterion_summary;
 mod kube_latency;
+mod kube_node;
 mod local_overhead;
 mod prestart;
 mod proc;
@@ -66,6 +71,8 @@ enum Command {
     LocalOverhead(local_overhead::Args),
     /// Completion latency and API requests of the kube backend on the test control plane.
     KubeLatency(kube_latency::Args),
+    /// Pod start to `Succeeded` and per-submission time, real node beside the node agent.
+    KubeNode(kube_node::Args),
     /// `grader batch` throughput and peak memory, local and kube backends.
     Batch(batch::Args),
     /// Warm workers against a plain process per submission, beside the reference.
@@ -98,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::LocalOverhead(args) => local_overhead::run(&root, &out, args).await,
             Command::KubeLatency(args) => kube_latency::run(&root, &out, args).await,
+            Command::KubeNode(args) => kube_node::run(&root, &out, args).await,
             Command::Batch(args) => batch::run(&root, &out, args).await,
             Command::Warm(args) => warm::run(&root, &out, args).await,
             Command::Serve(args) => serve::run(&root, &out, args).await,
