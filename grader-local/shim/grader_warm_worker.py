@@ -31,18 +31,23 @@ and a job never waits for its log. The worker is a child subreaper, so whatever 
 behind (also in other sessions, such as Jupyter kernels) becomes the worker's child and is
 killed before "exited" is reported. Standard library only.
 
-Kernels started ahead of need (--prestart-kernels): between jobs the worker starts a kernel
-zygote for the next job: a fresh python of the kernelspec's interpreter (this python) that
-imported what `python -m ipykernel_launcher` imports (ipykernel.kernelapp) and nothing else,
-without capabilities, in a session of its own. It is started only after the previous job's
-processes were swept, so no earlier job can see or use it; the next job's child inherits the
-only end of its control socket and the zygote dies with that job (worker's sweep, PDEATHSIG on
-the worker). In the job's tool run a kernel provisioner (PrestartProvisioner, registered
-in-process as the default provisioner) asks the zygote to fork one fresh kernel per notebook
-with the very argv (after `-m ipykernel_launcher`), environment, working directory and
-stdout/stderr the tool's own LocalProvisioner would give it; whatever it cannot match (another
-kernelspec, other start-up variables, extra Popen arguments, a zygote that is gone) is
-launched by the LocalProvisioner as in a plain run. A kernel is never reused.
+Kernels started ahead of need (--prestart-kernels): as soon as a job has started, the worker
+forks the next job's child, which starts that job's kernel zygote: a fresh python of the
+kernelspec's interpreter (this python) that imported what `python -m ipykernel_launcher`
+imports, ipykernel.kernelapp and the modules a starting kernel imports after it, and nothing
+else, without capabilities, in a session of its own. Until it has made itself non-dumpable its
+parent traces it (no other process can then trace it); the running job can neither trace it nor
+the waiting child, and what it can do with signals (stop, kill) is undone after its sweep or
+ends in the next job's kernels being launched as in a plain run. The next job's child holds the
+only end of the zygote's control socket and the zygote dies with that job (sweep, PDEATHSIG).
+In the job's tool run a kernel provisioner (PrestartProvisioner, registered in-process as the
+default provisioner) asks the zygote to fork one fresh kernel per notebook with the very argv
+(after `-m ipykernel_launcher`), environment, working directory and stdout/stderr the tool's
+own LocalProvisioner would give it; the kernel becomes the tool process's child, as its own
+kernel is. Whatever it cannot match (another kernelspec, other start-up variables, extra Popen
+arguments, a zygote that is gone or does not answer) is launched by the LocalProvisioner as in
+a plain run. A kernel is never reused. Before the first job the worker also pays the tool's
+first-kernel costs that are the same for every job (warm_up_kernel_machinery).
 
 --phase-timings: the job's child writes one line `grader-warm-phases: {json}` to its log
 when it ends: milliseconds of the tool's steps (each notebook's conversion, kernel start and
@@ -78,6 +83,9 @@ PR_SET_NAME = 15
 WAITING_NAME = b"grader-next-job"
 ZYGOTE_NAME = b"grader-zygote"
 PR_CAPBSET_DROP = 24
+PTRACE_TRACEME = 0
+PTRACE_CONT = 7
+PTRACE_DETACH = 17
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -86,10 +94,19 @@ CAPABILITY_VERSION_3 = 0x20080522  # capset(2): two 32-bit words per set
 CAPABILITY_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 ZYGOTE_FD = 3  # the job child's end of its kernel zygote's control socket
+ASK_TIMEOUT = 30.0  # seconds a kernel request waits for the zygote (it may still be importing)
 PROVISIONER_NAME = "grader-prestarted-provisioner"
 # Variables an interpreter reads when it starts: a zygote serves only kernels whose
 # environment has the same values (others are launched as in a plain run).
 STARTUP_VARS = ("HOME", "LANG", "LC_ALL", "LC_CTYPE")
+# Prefixes of variables read by the interpreter or by what the zygote imports (debugpy's
+# pydevd, psutil) when they are imported.
+STARTUP_PREFIXES = ("PYTHON", "PYDEVD", "DEBUGPY", "PSUTIL")
+
+
+def startup_var(name):
+    """Whether a kernel's environment must agree with the zygote's on `name`."""
+    return name.startswith(STARTUP_PREFIXES) or name in STARTUP_VARS
 
 
 def libc():
@@ -232,14 +249,18 @@ def send_signal(pid, sig):
         pass
 
 
-def kill_below(root, include_root):
-    """Freezes the tree under `root` (a stopped process cannot fork), then SIGKILLs it. Returns
-    how many processes were signalled besides `root`."""
+def kill_below(root, include_root, spare=None):
+    """Freezes the tree under `root` (a stopped process cannot fork), then SIGKILLs it, except
+    the process `spare` and what is below it (the next job's waiting child, forked by the worker
+    before this job ended: nothing of this job can be below it). Returns how many processes
+    were signalled besides `root`."""
     if include_root:
         send_signal(root, signal.SIGSTOP)
     frozen = set()
     for _ in range(16):
         new = descendants(root) - frozen
+        if spare is not None:
+            new -= {spare} | descendants(spare)
         if not new:
             break
         for pid in new:
@@ -256,16 +277,23 @@ def kill_below(root, include_root):
     return len(frozen)
 
 
-def reap_all():
-    """Reaps children until none is left (they were all killed), for at most SWEEP_WAIT."""
+def reap_all(spare=None):
+    """Reaps children until none is left but `spare` (they were all killed), for at most
+    SWEEP_WAIT. Returns False when `spare` itself was reaped (it had died)."""
+    alive = True
     deadline = time.monotonic() + SWEEP_WAIT
     while time.monotonic() < deadline:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
-        if pid == 0:
+            break
+        if pid != 0 and pid == spare:
+            alive, spare = False, None
+        elif pid == 0:
+            if spare is not None and descendants(os.getpid()) <= {spare} | descendants(spare):
+                break
             time.sleep(0.01)
+    return alive
 
 
 # --- kernels started ahead of need ------------------------------------------------------------
@@ -274,9 +302,14 @@ def reap_all():
 # `python -m ipykernel_launcher`, then one forked kernel per request. A kernel child returns
 # from serve() and runs ipykernel_launcher as `-m` would, in the zygote's fresh interpreter.
 ZYGOTE = r"""
-import os, sys
+import ctypes, os, sys
+# Non-dumpable before anything else (no process of the same user can trace it or read its
+# memory); while it was not, its parent was its tracer, which lets go of it at this stop.
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+if sys.argv[1:] == ["traced"]:
+    os.kill(os.getpid(), 19)
 def serve():
-    import ctypes, json, socket
+    import json, socket
     prctl = ctypes.CDLL(None).prctl
     with open("/proc/self/comm", "rb") as f:
         comm = f.read().strip()
@@ -289,7 +322,13 @@ def serve():
             os._exit(0)
         if not data:
             os._exit(0)
-        req = json.loads(data)
+        try:
+            req = json.loads(data)
+            ident = req["id"]
+        except (ValueError, KeyError, TypeError):
+            for fd in fds:
+                os.close(fd)
+            continue
         # The kernel is forked by a short-lived intermediate process: once that has exited
         # (waited for below) the kernel is the child of the tool's process, its subreaper
         # then, as the kernel of a plain run is.
@@ -298,7 +337,7 @@ def serve():
             middle = os.fork()
         except OSError as e:
             middle = None
-            answer = {"error": str(e)}
+            answer = {"id": ident, "error": str(e)}
         if middle == 0:
             try:
                 pid = os.fork()
@@ -312,6 +351,7 @@ def serve():
                 os.close(r)
                 os.close(w)
                 prctl(15, ctypes.c_char_p(comm), 0, 0, 0)
+                prctl(4, 1, 0, 0, 0)  # dumpable, as a kernel that was executed is
                 os.setsid()
                 for target, fd in enumerate(fds):
                     os.dup2(fd, target)
@@ -319,6 +359,7 @@ def serve():
                 os.chdir(req["cwd"])
                 os.environ.clear()
                 os.environ.update(req["env"])
+                os.environ.update(imported_env)
                 # What ipykernel read from the environment when the zygote imported it.
                 from ipykernel.kernelapp import IPKernelApp
                 static = getattr(IPKernelApp, "_static_immutable_initial_values", {})
@@ -339,12 +380,27 @@ def serve():
         if middle:
             pid = os.read(r, 64)
             os.waitpid(middle, 0)
-            answer = {"pid": int(pid)} if pid else {"error": "no kernel was forked"}
+            answer = {"id": ident, "pid": int(pid)} if pid else {"id": ident, "error": "no kernel was forked"}
         os.close(r)
         ctl.send(json.dumps(answer).encode())
 import ipykernel.kernelapp
+# What a starting kernel imports after ipykernel.kernelapp (`python -X importtime -m
+# ipykernel_launcher`), in that order: imported once here instead of in every kernel. What is
+# not installed fails here as it fails there. What they set in the environment (debugpy sets
+# PYDEVD_USE_FRAME_EVAL when unset) is set again in each kernel's environment.
+environ_before = dict(os.environ)
+for name in ("argcomplete", "pdb", "IPython.core.debugger", "psutil", "tornado.platform.asyncio",
+             "faulthandler", "ipykernel.debugger", "IPython.core.oinspect", "sqlite3",
+             "IPython.core.completerlib"):
+    try:
+        __import__(name)
+    except Exception:
+        pass
+del name
+imported_env = {k: v for k, v in os.environ.items() if environ_before.get(k) != v}
+del environ_before
 serve()
-del serve
+del serve, imported_env
 import runpy
 runpy._run_module_as_main("ipykernel_launcher")
 """
@@ -352,16 +408,25 @@ runpy._run_module_as_main("ipykernel_launcher")
 
 def start_zygote(worker):
     """Forks and execs a kernel zygote (see ZYGOTE) with the worker's environment; returns its
-    pid and the worker's end of its control socket, or None when it cannot start."""
+    pid and the worker's end of its control socket, or None when it cannot start.
+
+    A freshly executed program is dumpable until its first line makes it not: another job of
+    the same user could trace it in that moment and, through it, the next job's kernels. So the
+    zygote is traced by this process (the only tracer a process can have) from its exec until
+    it has made itself non-dumpable and stopped; then it is let go. Where tracing is refused,
+    no zygote starts (the tool then launches its kernels itself)."""
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        told_r, told_w = os.pipe2(os.O_CLOEXEC)
     except OSError:
         return None
     try:
         pid = os.fork()
     except OSError:
-        ours.close()
-        theirs.close()
+        for end in (ours, theirs):
+            end.close()
+        for fd in (told_r, told_w):
+            os.close(fd)
         return None
     if pid == 0:
         try:
@@ -376,14 +441,65 @@ def start_zygote(worker):
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.dup2(theirs.fileno(), ZYGOTE_FD)
-            os.closerange(ZYGOTE_FD + 1, MAX_FD)
             drop_privileges()
-            os.execve(sys.executable, [sys.executable, "-c", ZYGOTE], dict(os.environ))
+            traced = ptrace(PTRACE_TRACEME, 0, 0)
+            os.write(told_w, b"1" if traced else b"0")
+            if not traced:
+                os._exit(1)
+            os.closerange(ZYGOTE_FD + 1, MAX_FD)
+            os.execve(sys.executable, [sys.executable, "-c", ZYGOTE, "traced"], dict(os.environ))
         except BaseException:
             pass
         os._exit(127)
     theirs.close()
+    os.close(told_w)
+    told = os.read(told_r, 1)
+    os.close(told_r)
+    if told != b"1" or not let_go_after_exec(pid):
+        if told == b"0":
+            print("grader warm worker: tracing is refused; no kernels are started ahead", file=sys.stderr)
+        send_signal(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        ours.close()
+        return None
     return pid, ours
+
+
+def ptrace(request, pid, data):
+    """ptrace(2) with no address argument; True when it succeeded."""
+    import ctypes
+
+    lib = libc()
+    lib.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    lib.ptrace.restype = ctypes.c_long
+    return lib.ptrace(request, pid, None, ctypes.c_void_p(data)) == 0
+
+
+def let_go_after_exec(pid):
+    """Follows the traced child `pid` through its exec (a SIGTRAP stop) to the SIGSTOP it sends
+    itself once non-dumpable, and detaches there (the stop is dropped). Other signals are
+    passed on. False when the child ended or could not be let go."""
+    execed = False
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return False
+        if not os.WIFSTOPPED(status):
+            return False
+        sig = os.WSTOPSIG(status)
+        if sig == signal.SIGTRAP and not execed:
+            execed = True
+            ok = ptrace(PTRACE_CONT, pid, 0)
+        elif sig == signal.SIGSTOP and execed:
+            return ptrace(PTRACE_DETACH, pid, 0)
+        else:
+            ok = ptrace(PTRACE_CONT, pid, sig)
+        if not ok:
+            return False
 
 
 def install_prestart_provisioner(zygote_env):
@@ -400,12 +516,24 @@ def install_prestart_provisioner(zygote_env):
 
     ctl = socket.socket(fileno=ZYGOTE_FD)
 
+    asked = iter(range(1, 1 << 62))
+
     def ask(msg, fds=()):
-        """One request to the zygote and its answer; None when the zygote is gone."""
+        """One request to the zygote and its answer; None when the zygote is gone or has not
+        answered within ASK_TIMEOUT (stopped by someone: the kernel is then launched as in a
+        plain run)."""
+        ident = next(asked)
         try:
-            socket.send_fds(ctl, [jsonmod.dumps(msg).encode()], list(fds))
-            data = ctl.recv(1 << 16)
-            return jsonmod.loads(data) if data else None
+            socket.send_fds(ctl, [jsonmod.dumps({**msg, "id": ident}).encode()], list(fds))
+            deadline = time.monotonic() + ASK_TIMEOUT
+            while select.select([ctl], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                data = ctl.recv(1 << 16)
+                if not data:
+                    return None
+                answer = jsonmod.loads(data)
+                if isinstance(answer, dict) and answer.get("id") == ident:
+                    return answer
+            return None
         except (OSError, ValueError):
             return None
 
@@ -471,8 +599,8 @@ def install_prestart_provisioner(zygote_env):
                 and all(kwargs.get(k) is None for k in ("stdin", "stdout", "stderr"))
                 and not kwargs.get("independent")
                 and not (set(kwargs) - {"env", "cwd", "kernel_id", "extra_arguments"})
-                and {k: v for k, v in env.items() if k.startswith("PYTHON") or k in STARTUP_VARS}
-                == {k: v for k, v in zygote_env.items() if k.startswith("PYTHON") or k in STARTUP_VARS}
+                and {k: v for k, v in env.items() if startup_var(k)}
+                == {k: v for k, v in zygote_env.items() if startup_var(k)}
             )
 
         async def launch_kernel(self, cmd, **kwargs):
@@ -537,6 +665,7 @@ def install_prestart_provisioner(zygote_env):
     factory = KernelProvisionerFactory.instance()
     factory.provisioners[PROVISIONER_NAME] = Registered()
     factory.default_provisioner_name = PROVISIONER_NAME
+    return PrestartProvisioner
 
 
 def install_quick_ready():
@@ -597,7 +726,19 @@ class Phases:
 
         setattr(cls, name, timed)
 
-    def install(self):
+    def wrap_async(self, cls, name, label):
+        original = getattr(cls, name)
+
+        async def timed(obj, *args, **kwargs):
+            start = self.ms()
+            try:
+                return await original(obj, *args, **kwargs)
+            finally:
+                self.marks.append((label, start, self.ms()))
+
+        setattr(cls, name, timed)
+
+    def install(self, provisioner=None):
         import nbclient.client as nbc
 
         for name, label in (
@@ -607,6 +748,11 @@ class Phases:
             ("_cleanup_kernel", "kernel_shutdown"),
         ):
             self.wrap(nbc.NotebookClient, name, label)
+        # Inside kernel_start: the provisioner's preparation and launch.
+        from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+        self.wrap_async(LocalProvisioner, "pre_launch", "kernel_pre_launch")
+        self.wrap_async(provisioner or LocalProvisioner, "launch_kernel", "kernel_launch")
         try:
             from grader_service.convert.converters.base import BaseConverter
 
@@ -679,16 +825,17 @@ def run_child(entry, argv0, req, worker, output, zygote=None, zygote_env=None, p
             # Never run student code with the power to read grader: fail the job instead.
             print(f"grader warm worker: could not drop privileges: {e}", file=sys.stderr)
             os._exit(1)
+        provisioner = None
         if zygote is not None:
             try:
-                install_prestart_provisioner(zygote_env)
+                provisioner = install_prestart_provisioner(zygote_env)
                 sys.argv += install_quick_ready()
             except Exception as e:  # the tool then starts its kernels itself
                 print(f"grader warm worker: kernels started ahead are off: {e!r}", file=sys.stderr)
         timings = None
         if phases:
             timings = Phases()
-            timings.install()
+            timings.install(provisioner)
             atexit.register(timings.report)
         try:
             code = exit_code(entry())  # what a console-script wrapper does: sys.exit(main())
@@ -853,8 +1000,11 @@ class Worker:
                 pass
 
     def prepare_next(self):
-        """Forks the next job's child ahead of its request (after the previous job's sweep, so
-        that no earlier job can see it or the kernel zygote it starts)."""
+        """Forks the next job's child ahead of its request: as soon as the previous job has
+        started, so that the kernel zygote it starts is ready when the next job needs it. The
+        running job cannot trace either (non-dumpable; the zygote is traced by the child until
+        it is); what it can do to them with signals is undone or replaced after its sweep (see
+        reap)."""
         if self.next is not None:
             return
         for stream in (sys.stdout, sys.stderr):
@@ -1003,6 +1153,7 @@ class Worker:
         self.job = (req["id"], pid)
         self.kill_sent = False
         self.send({"event": "started", "id": req["id"], "pid": pid})
+        self.prepare_next()
 
     def read_output(self, reads):
         """Moves up to `reads` chunks of the job's output into its log (None: all there is
@@ -1059,6 +1210,7 @@ class Worker:
                 job_id = self.job[0]
                 strays = self.sweep(pid)
                 self.job = None
+                self.resume_next()
                 dropped = self.close_output()
                 msg = {"event": "exited", "id": job_id, "strays": strays, "log_dropped": dropped}
                 if os.WIFSIGNALED(status):
@@ -1070,14 +1222,25 @@ class Worker:
 
     def sweep(self, leader):
         """Kills the ended job's process group and every other process below the worker (as
-        subreaper it inherits the job's orphans), and reaps them."""
+        subreaper it inherits the job's orphans) but the next job's waiting child, and reaps
+        them."""
         try:
             os.killpg(leader, signal.SIGKILL)
         except OSError:
             pass
-        strays = kill_below(os.getpid(), include_root=False)
-        reap_all()
+        spare = self.next[0] if self.next is not None else None
+        strays = kill_below(os.getpid(), include_root=False, spare=spare)
+        if not reap_all(spare):
+            self.drop_next()  # the job killed it; another is forked after this sweep
         return strays
+
+    def resume_next(self):
+        """Continues the next job's waiting child and its zygote, in case the job that just
+        ended stopped them (a process of the same user may signal them; one it killed is
+        reaped and replaced)."""
+        if self.next is not None:
+            for pid in {self.next[0]} | descendants(self.next[0]):
+                send_signal(pid, signal.SIGCONT)
 
     def shutdown(self):
         self.drop_next()
@@ -1086,6 +1249,35 @@ class Worker:
         kill_below(os.getpid(), include_root=False)
         reap_all()
         self.close_output()
+
+
+def warm_up_kernel_machinery():
+    """Pays once, in the worker, what the tool's first kernel start costs every job alike,
+    leaving only caches that are a function of the installed files: jupyter_client's kernelspec
+    lookup imports IPython (for its kernels directory), the kernel manager lists the machine's
+    addresses once per process, and nbformat compiles a JSON-schema validator per notebook
+    format version on first use. No threads, loops or descriptors are left behind. Best
+    effort: whatever fails here is done by the job as before."""
+    steps = (
+        lambda: __import__("IPython.paths"),
+        lambda: __import__("jupyter_client.localinterfaces", fromlist=["local_ips"]).local_ips(),
+        warm_up_validators,
+    )
+    for step in steps:
+        try:
+            step()
+        except Exception:
+            pass
+
+
+def warm_up_validators():
+    """nbformat's compiled validators for every minor version of format 4, strict and relaxed."""
+    from nbformat import v4
+    from nbformat.validator import get_validator
+
+    for minor in range(v4.nbformat_minor + 1):
+        for relax in (False, True):
+            get_validator(version=4, version_minor=minor, relax_add_props=relax)
 
 
 def has_kernel_machinery():
@@ -1138,6 +1330,8 @@ def main():
         traceback.print_exc()
         hello(ok=False, error=f"cannot load {args.entry_point!r}: {type(e).__name__}: {e}")
         sys.exit(3)
+    if has_kernel_machinery():
+        warm_up_kernel_machinery()
     # Keep what the import allocated out of the collector's reach: children then do not touch
     # (and so copy) those pages when they collect.
     gc.collect()

@@ -1,7 +1,8 @@
 //! Hostile notebooks on warm workers, with the real grading tool (issue 12): a notebook cannot
 //! read grader's environment through `/proc`, a daemon it forks dies with its job and cannot
-//! touch the next one, output it holds open does not extend its job, what it writes is bounded
-//! on disk, and a grader killed with SIGKILL leaves none of its workers or their jobs behind.
+//! touch the next one, it can neither trace nor stall the next job's waiting child and kernel
+//! zygote, output it holds open does not extend its job, what it writes is bounded on disk,
+//! and a grader killed with SIGKILL leaves none of its workers or their jobs behind.
 //!
 //! Where a test needs a grader process of its own (one whose environment holds a secret, or
 //! one to kill), it runs this test binary again with [`CHILD`] set: that run's
@@ -385,6 +386,99 @@ async fn a_daemon_a_notebook_double_forks_dies_with_its_job_and_cannot_touch_the
     assert!(
         !marks.join("tampered").exists(),
         "the daemon reached the next job"
+    );
+    exec.shutdown().await;
+    let left = support::strays_under(&service);
+    assert!(left.is_empty(), "stray processes: {left:?}");
+}
+
+/// A notebook that looks for the next job's waiting child and its kernel zygote (both exist
+/// while it runs, so that the next job's kernels are ready), tries to trace them and to read
+/// their memory, then stops them; writes what it found and got to `marks/next.json`.
+const STALK_NEXT: &str = r#"import ctypes, json, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+found, got = {}, {}
+end = time.time() + 60
+while len(found) < 2 and time.time() < end:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+        except OSError:
+            continue
+        if comm in ("grader-next-job", "grader-zygote"):
+            found[comm] = int(pid)
+    time.sleep(0.02)
+for name, pid in found.items():
+    attached = libc.ptrace(16, pid, None, None)  # PTRACE_ATTACH
+    got[name + " attach"] = [attached, ctypes.get_errno()]
+    if attached == 0:
+        libc.ptrace(17, pid, None, None)
+    try:
+        with open(f"/proc/{pid}/mem", "rb") as f:
+            f.read(1)
+        got[name + " mem"] = "read"
+    except OSError as e:
+        got[name + " mem"] = e.errno
+    os.kill(pid, signal.SIGSTOP)
+with open("MARKS/next.json", "w") as f:
+    json.dump({"found": found, "got": got}, f)
+"#;
+
+/// The next job's kernel records its command line, to show it came from the zygote.
+const KERNEL_CMDLINE: &str = r#"with open("MARKS/victim.txt", "w") as f:
+    f.write(open("/proc/self/cmdline").read().replace("\0", " ")[-200:])
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_can_neither_trace_nor_stall_the_next_jobs_kernel_zygote() {
+    let Some(convert) = support::grader_convert("warm_hostile: the next job's zygote") else {
+        return;
+    };
+    assert!(
+        grader_local::warm::prestart_kernels(),
+        "kernels started ahead are on by default"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("service");
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    support::make_service_dir(&service, &["--students", "alice"]);
+    let m = marks.to_str().unwrap();
+    let evil = support::hostile_job(&service, "stalker", 831, &STALK_NEXT.replace("MARKS", m));
+    let victim = support::hostile_job(&service, "victim", 832, &KERNEL_CMDLINE.replace("MARKS", m));
+
+    let work = tempfile::tempdir().unwrap();
+    let backend = warm(&convert, work.path(), 1 << 20).await;
+    let exec = executor(&service, backend, Duration::from_secs(300));
+    let out = exec.autograde(&evil, CancellationToken::new()).await;
+    assert_alice_graded(&out, &service);
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(marks.join("next.json")).unwrap()).unwrap();
+    // Both exist while the job runs; neither can be traced or read (EPERM/EACCES).
+    assert_eq!(
+        seen["found"].as_object().map(|f| f.len()),
+        Some(2),
+        "{seen}"
+    );
+    for name in ["grader-next-job", "grader-zygote"] {
+        assert_eq!(seen["got"][format!("{name} attach")][0], -1, "{seen}");
+        assert_ne!(seen["got"][format!("{name} mem")], "read", "{seen}");
+    }
+    // Stopped by that job, they are continued after its sweep: the next job grades in time,
+    // with a kernel forked by the zygote.
+    let started = Instant::now();
+    let out = exec.autograde(&victim, CancellationToken::new()).await;
+    assert_alice_graded(&out, &service);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    let cmdline = std::fs::read_to_string(marks.join("victim.txt")).unwrap();
+    assert!(
+        cmdline.contains("ipykernel_launcher") && cmdline.contains("traced"),
+        "the next job's kernel came from its zygote: {cmdline}"
     );
     exec.shutdown().await;
     let left = support::strays_under(&service);
