@@ -230,7 +230,11 @@ impl Ctx<'_> {
                 if let Some(sums) = v["sums"].as_object() {
                     for (k, x) in sums {
                         let x = x.as_f64().unwrap_or(0.0);
-                        if k != "notebook" {
+                        // `kernel_pre_launch` and `kernel_launch` are parts of `kernel_start`.
+                        if !matches!(
+                            k.as_str(),
+                            "notebook" | "kernel_pre_launch" | "kernel_launch"
+                        ) {
                             known += x;
                         }
                         phases.entry(k.clone()).or_default().push(x);
@@ -403,7 +407,7 @@ fn markdown(r: &Results, args: &Args) -> String {
             s.push('\n');
         }
     }
-    s.push_str("\nWhere a warm job's time goes (the child's phase timings, ms per submission; `kernel_start`: the manager's launch, `kernel_ready`: until the kernel answered, `cell`: every cell, `kernel_shutdown`: until the kernel ended, `notebook`: the tool's conversion of each notebook including all of these, `tool (rest)`: the child's total minus the kernel phases):\n\n");
+    s.push_str("\nWhere a warm job's time goes (the child's phase timings, ms per submission; `kernel_start`: the manager's launch (of which `kernel_pre_launch`: the provisioner's preparation, `kernel_launch`: the fork by the zygote or the tool's own launch), `kernel_ready`: until the kernel answered, `cell`: every cell, `kernel_shutdown`: until the kernel ended, `notebook`: the tool's conversion of each notebook including all of these, `tool (rest)`: the child's total minus the kernel phases):\n\n");
     let mut p = Table::new(&["course", "run", "phase", "median", "p95", "max"]);
     for x in &r.series {
         for (k, d) in &x.phases_ms {
