@@ -119,7 +119,7 @@ fi
 export GS_E2E_GRADER="$venv/bin/grader"
 if [ "$bench" = 1 ]; then
     export GS_E2E_BENCH=1
-    export GS_E2E_BENCH_OUT="${GS_E2E_BENCH_OUT:-$root/integrations/grader-service/bench-results.json}"
+    export GS_E2E_BENCH_OUT="${GS_E2E_BENCH_OUT:-$root/bench/results/grader-service.json}"
 fi
 cd integrations/grader-service
 exec "$venv/bin/python" -m pytest -p no:cacheprovider -rs tests "${pytest_args[@]}"
