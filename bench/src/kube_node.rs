@@ -780,24 +780,9 @@ fn grading_image(root: &Path, args: &Args) -> anyhow::Result<(String, PathBuf)> 
     if let (Some(image), Some(archive)) = (&args.image, &args.image_archive) {
         return Ok((image.clone(), archive.clone()));
     }
-    let out = Command::new("bash")
-        .arg(root.join("deploy/image/build.sh"))
-        .arg("--print")
-        .output()
-        .context("run deploy/image/build.sh --print")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-    };
-    match (
-        out.status.success(),
-        get("GRADER_GRADING_IMAGE"),
-        get("GRADER_GRADING_IMAGE_ARCHIVE"),
-    ) {
-        (true, Some(image), Some(archive)) => Ok((image, archive.into())),
-        _ => bail!("the grading image is not built: run `bash deploy/image/build.sh`"),
+    match kube_testkit::grading_image(root).context("run deploy/image/build.sh --print")? {
+        Some(image) => Ok((image.name, image.archive)),
+        None => bail!("the grading image is not built: run `bash deploy/image/build.sh`"),
     }
 }
 

@@ -39,7 +39,8 @@
 //! * `control_plane` — [`ControlPlane`]: a real etcd + kube-apiserver on loopback.
 //! * `node_agent` — [`NodeAgent`] and [`NodeAgentConfig`]: the stand-in kubelet and scheduler.
 //! * `real_node` — [`RealNode`]: a real kubelet with containerd and runc, plus
-//!   kube-scheduler and kube-controller-manager, for tests that need real containers.
+//!   kube-scheduler and kube-controller-manager, for tests that need real containers; and
+//!   [`grading_image`], where the grading image of `deploy/image/build.sh` is.
 //! * `spawn` — child processes that never outlive the test process; stale-directory reaping.
 //!
 //! # Example
@@ -67,4 +68,7 @@ pub use binaries::{
 };
 pub use control_plane::ControlPlane;
 pub use node_agent::{NodeAgent, NodeAgentConfig};
-pub use real_node::{NodeBinaries, PAUSE_VERSION, RealNode, RealNodeConfig, locate_node_binaries};
+pub use real_node::{
+    GradingImage, NodeBinaries, PAUSE_VERSION, RealNode, RealNodeConfig, grading_image,
+    locate_node_binaries,
+};

@@ -14,33 +14,13 @@ use serde_json::json;
 
 /// The grading image archive of `deploy/image/build.sh --print`, or `None` (loudly).
 fn grading_image() -> Result<Option<(String, PathBuf)>> {
-    if let (Ok(image), Ok(archive)) = (
-        std::env::var("GRADER_GRADING_IMAGE"),
-        std::env::var("GRADER_GRADING_IMAGE_ARCHIVE"),
-    ) {
-        return Ok(Some((image, archive.into())));
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/image/build.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("--print")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-    };
-    match (
-        out.status.success(),
-        get("GRADER_GRADING_IMAGE"),
-        get("GRADER_GRADING_IMAGE_ARCHIVE"),
-    ) {
-        (true, Some(image), Some(archive)) => Ok(Some((image, archive.into()))),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match kube_testkit::grading_image(&repo)? {
+        Some(image) => Ok(Some((image.name, image.archive))),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
             bail!("the grading image is not built and CI=true: run `bash deploy/image/build.sh`")
         }
-        _ => {
+        None => {
             eprintln!("SKIPPED: the grading image is not built (bash deploy/image/build.sh)");
             Ok(None)
         }

@@ -127,33 +127,11 @@ fn skip_or_fail(test: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// The grading image: env `GRADER_GRADING_IMAGE` + `GRADER_GRADING_IMAGE_ARCHIVE`, else what
-/// `deploy/image/build.sh --print` says is built.
+/// The grading image ([`kube_testkit::grading_image`]), or `None` once skipped.
 fn grading_image(test: &str) -> Result<Option<(String, PathBuf)>> {
-    if let (Ok(image), Ok(archive)) = (
-        std::env::var("GRADER_GRADING_IMAGE"),
-        std::env::var("GRADER_GRADING_IMAGE_ARCHIVE"),
-    ) {
-        return Ok(Some((image, archive.into())));
-    }
-    let out = std::process::Command::new("bash")
-        .arg(repo_root().join("deploy/image/build.sh"))
-        .arg("--print")
-        .output()
-        .context("run deploy/image/build.sh --print")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-    };
-    match (
-        out.status.success(),
-        get("GRADER_GRADING_IMAGE"),
-        get("GRADER_GRADING_IMAGE_ARCHIVE"),
-    ) {
-        (true, Some(image), Some(archive)) => Ok(Some((image, archive.into()))),
-        _ => {
+    match kube_testkit::grading_image(&repo_root()).context("run deploy/image/build.sh --print")? {
+        Some(image) => Ok(Some((image.name, image.archive))),
+        None => {
             skip_or_fail(
                 test,
                 "the grading image is not built (run `bash deploy/image/build.sh`)",

@@ -10,6 +10,7 @@
 //!   the `KubeletConfiguration`, the kubeconfigs.
 //! * `cleanup` — tearing down what containers leave on the host (shims, mounts, the bridge),
 //!   also for nodes of test processes that died.
+//! * `image` — where the grading image of `deploy/image/build.sh` is ([`grading_image`]).
 //! * `netcheck` — the TCP sockets of the test's processes, to show they stay on loopback.
 //!
 //! Only one real node runs on a machine at a time (kubelet owns the `kubepods` cgroups and
@@ -33,6 +34,7 @@
 mod binaries;
 mod cleanup;
 mod config;
+mod image;
 mod netcheck;
 mod pki;
 
@@ -48,6 +50,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 pub use binaries::{NodeBinaries, PAUSE_VERSION, locate_node_binaries};
+pub use image::{GradingImage, grading_image};
 
 use crate::ControlPlane;
 use crate::spawn::{mark_owned, spawn_tied_to_process};
