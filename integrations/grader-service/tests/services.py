@@ -268,9 +268,8 @@ def tcp_listeners() -> dict:
     return listeners
 
 
-def _ppids() -> dict:
-    """pid -> parent pid of every process."""
-    out = {}
+def proc_stats():
+    """(pid, command name, the fields of /proc/PID/stat after the name) of every process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -279,7 +278,14 @@ def _ppids() -> dict:
         except OSError:
             continue
         # The command name (field 2) is in parentheses and may hold spaces.
-        out[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        yield int(entry.name), stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+
+
+def _ppids() -> dict:
+    """pid -> parent pid of every process."""
+    out = {}
+    for pid, _, fields in proc_stats():
+        out[pid] = int(fields[1])
     return out
 
 

@@ -6,6 +6,7 @@ enqueued as the REST handlers enqueue it, and the database rows are compared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -170,29 +171,16 @@ def _serve_ready(sock: str, deadline: float) -> None:
     raise TimeoutError("grader serve did not become ready")
 
 
-@pytest.fixture
-def grader_serve(deployments):
-    """`grader serve` beside the grader deployment's worker (as the systemd unit in
-    deploy/grader-service runs it), on a Unix socket in the deployment's directory."""
+@contextlib.contextmanager
+def serve_process(argv: list, env: dict, sock: str, log_path):
+    """`grader serve` (argv, its own session, output appended to `log_path`) until ready on
+    `sock`; yields the socket; stopped with SIGTERM (SIGKILL after 60 s) on the way out."""
     import os
     import signal
 
-    from conftest import SCRIPTS, grader_binary
-    from grader_executor.runner import grader_env
-
-    ours = deployments[1]
-    sock = str(ours.dir / "serve.sock")
-    binary = grader_binary()
-    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
-    if " serve " not in help_text and "\n  serve" not in help_text:
-        pytest.fail(f"{binary} has no `serve` command")
-    log = open(ours.dir / "serve.log", "ab")
-    proc = subprocess.Popen(
-        [binary, "--set", f"serve.socket={sock}", "--set", "serve.concurrency=1",
-         "--set", f"convert_executable={SCRIPTS / 'grader-convert'}",
-         "serve", "--service-dir", str(ours.service_dir)],
-        env=grader_env(ours.env, {}), stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         _serve_ready(sock, time.monotonic() + 120)
         yield sock
@@ -203,6 +191,26 @@ def grader_serve(deployments):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def grader_serve(deployments):
+    """`grader serve` beside the grader deployment's worker (as the systemd unit in
+    deploy/grader-service runs it), on a Unix socket in the deployment's directory."""
+    from conftest import SCRIPTS, grader_binary
+    from grader_executor.runner import grader_env
+
+    ours = deployments[1]
+    sock = str(ours.dir / "serve.sock")
+    binary = grader_binary()
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    if " serve " not in help_text and "\n  serve" not in help_text:
+        pytest.fail(f"{binary} has no `serve` command")
+    argv = [binary, "--set", f"serve.socket={sock}", "--set", "serve.concurrency=1",
+            "--set", f"convert_executable={SCRIPTS / 'grader-convert'}",
+            "serve", "--service-dir", str(ours.service_dir)]
+    with serve_process(argv, grader_env(ours.env, {}), sock, ours.dir / "serve.log"):
+        yield sock
 
 
 def test_grading_through_grader_serve_writes_the_reference_rows(cases, deployments,

@@ -37,7 +37,8 @@ from conftest import (
     missing,
     same_rows,
 )
-from test_worker_e2e import _feedback_files, _serve_ready
+from services import proc_stats
+from test_worker_e2e import _feedback_files, serve_process
 
 pytestmark = pytest.mark.e2e
 
@@ -49,20 +50,8 @@ GONE_TIMEOUT = 30
 
 # -- the test cluster ---------------------------------------------------------------------------
 def _session_members(sid: int) -> list:
-    """Processes (pid, command) whose session is `sid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid:  # field 6 of stat: session id
-            members.append((int(entry.name), comm))
-    return members
+    """Processes (pid, command) whose session is `sid` (field 6 of stat)."""
+    return [(pid, comm) for pid, comm, fields in proc_stats() if int(fields[3]) == sid]
 
 
 class Cluster:
@@ -311,23 +300,12 @@ def kube_serve(deployments, cluster, kube_backend_file):
 
     ours = deployments[1]
     sock = str(ours.dir / "serve-kube.sock")
-    log = open(ours.dir / "serve-kube.log", "ab")
-    proc = subprocess.Popen(
-        [grader_binary(), "--config", cluster.grader_config, "--config", kube_backend_file,
-         "--set", f"serve.socket={sock}", "--set", "serve.concurrency=1",
-         "serve", "--service-dir", str(ours.service_dir)],
-        env=grader_env(ours.env, {"KUBECONFIG": cluster.kubeconfig}), stdout=log,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _serve_ready(sock, time.monotonic() + 120)
+    argv = [grader_binary(), "--config", cluster.grader_config, "--config", kube_backend_file,
+            "--set", f"serve.socket={sock}", "--set", "serve.concurrency=1",
+            "serve", "--service-dir", str(ours.service_dir)]
+    env = grader_env(ours.env, {"KUBECONFIG": cluster.kubeconfig})
+    with serve_process(argv, env, sock, ours.dir / "serve-kube.log"):
         yield sock
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_grader_serve_with_the_kube_backend_writes_the_reference_rows(
