@@ -77,58 +77,6 @@ fn assert_graded(out: &Outcome, user: &str, expected: (f64, f64)) {
     assert_eq!(out.max_score, Some(expected.1), "{user}");
 }
 
-/// The files of every branch of `user`'s autograde repository, by branch and path. Notebooks
-/// lose the execution timestamps nbclient records per cell (they differ between any two
-/// runs) and the kernel's per-process temporary file names in tracebacks.
-fn committed_files(service: &Path, user: &str) -> BTreeMap<String, String> {
-    let repo = service.join(format!("git/cs101/1/autograde/user/{user}"));
-    if !repo.exists() {
-        return BTreeMap::new();
-    }
-    let git_dir = repo.to_str().unwrap();
-    let mut files = BTreeMap::new();
-    let branches = support::git(&[
-        "--git-dir",
-        git_dir,
-        "for-each-ref",
-        "--format=%(refname:short)",
-        "refs/heads",
-    ]);
-    for branch in branches.lines() {
-        let paths = support::git(&["--git-dir", git_dir, "ls-tree", "-r", "--name-only", branch]);
-        for path in paths.lines() {
-            let text = support::git(&["--git-dir", git_dir, "show", &format!("{branch}:{path}")]);
-            let text = if path.ends_with(".ipynb") {
-                normalized_notebook(&text)
-            } else {
-                text
-            };
-            files.insert(format!("{branch}:{path}"), text);
-        }
-    }
-    files
-}
-
-fn normalized_notebook(text: &str) -> String {
-    let mut nb: serde_json::Value = serde_json::from_str(text).unwrap();
-    for cell in nb["cells"].as_array_mut().unwrap() {
-        if let Some(meta) = cell["metadata"].as_object_mut() {
-            meta.remove("execution");
-        }
-    }
-    let text = serde_json::to_string_pretty(&nb).unwrap();
-    // `/tmp/ipykernel_12345/678.py`: the kernel's pid and a hash of the cell.
-    let mut out = String::new();
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("ipykernel_") {
-        out.push_str(&rest[..i]);
-        out.push_str("ipykernel_N");
-        rest = rest[i + "ipykernel_".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    out.push_str(rest);
-    out
-}
-
 /// What must be the same whatever backend graded a job.
 #[derive(Debug, PartialEq)]
 struct Graded {
@@ -175,7 +123,7 @@ async fn grade_all(
             max_score: out.max_score,
             branch: out.branch.clone(),
             gradebook: out.gradebook.clone(),
-            files: committed_files(service, &user),
+            files: support::committed_files(service, &user),
         };
         graded.insert(user, (g, out));
     }
@@ -374,7 +322,7 @@ async fn the_assignment_settings_reach_the_tool() {
         "{}",
         out.logs
     );
-    let files = committed_files(service, "noted");
+    let files = support::committed_files(service, "noted");
     let branch = format!("submission_{commit}");
     assert!(
         files.contains_key(&format!("{branch}:data.csv")),

@@ -1,6 +1,7 @@
 //! Shared helpers for the grader-local integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -250,4 +251,57 @@ pub fn hostile_job(service: &Path, user: &str, id: u64, code: &str) -> grader_lo
     job.submission.id = id;
     job.submission.commit_hash = commit;
     job
+}
+
+/// The files of every branch of `user`'s autograde repository, by branch and path. Notebooks
+/// lose the execution timestamps nbclient records per cell (they differ between any two
+/// runs) and the kernel's per-process temporary file names in tracebacks.
+pub fn committed_files(service: &Path, user: &str) -> BTreeMap<String, String> {
+    let repo = service.join(format!("git/cs101/1/autograde/user/{user}"));
+    if !repo.exists() {
+        return BTreeMap::new();
+    }
+    let git_dir = repo.to_str().unwrap();
+    let mut files = BTreeMap::new();
+    let branches = git(&[
+        "--git-dir",
+        git_dir,
+        "for-each-ref",
+        "--format=%(refname:short)",
+        "refs/heads",
+    ]);
+    for branch in branches.lines() {
+        let paths = git(&["--git-dir", git_dir, "ls-tree", "-r", "--name-only", branch]);
+        for path in paths.lines() {
+            let text = git(&["--git-dir", git_dir, "show", &format!("{branch}:{path}")]);
+            let text = if path.ends_with(".ipynb") {
+                normalized_notebook(&text)
+            } else {
+                text
+            };
+            files.insert(format!("{branch}:{path}"), text);
+        }
+    }
+    files
+}
+
+/// A notebook's JSON without what differs between any two runs of the same cells.
+pub fn normalized_notebook(text: &str) -> String {
+    let mut nb: serde_json::Value = serde_json::from_str(text).unwrap();
+    for cell in nb["cells"].as_array_mut().unwrap() {
+        if let Some(meta) = cell["metadata"].as_object_mut() {
+            meta.remove("execution");
+        }
+    }
+    let text = serde_json::to_string_pretty(&nb).unwrap();
+    // `/tmp/ipykernel_12345/678.py`: the kernel's pid and a hash of the cell.
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("ipykernel_") {
+        out.push_str(&rest[..i]);
+        out.push_str("ipykernel_N");
+        rest = rest[i + "ipykernel_".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
 }
