@@ -229,9 +229,13 @@ impl Setup<'_> {
             output.join("gradebook.json"),
             self.job.gradebook.to_vec_pretty(),
         )?;
-        let args = self
-            .task
-            .tool_args(&input.to_string_lossy(), &output.to_string_lossy(), false);
+        let kernels = grader_local::KernelDir::create()?;
+        let args = self.task.tool_args(
+            &input.to_string_lossy(),
+            &output.to_string_lossy(),
+            false,
+            &kernels.connection_file().to_string_lossy(),
+        );
         let mut cmd = Command::new(tool);
         cmd.args(&args)
             .env_clear()

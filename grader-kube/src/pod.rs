@@ -141,8 +141,8 @@ pub fn label_value(raw: &str) -> String {
 /// Builds the pod grading `task` with `image`, and returns it with the warnings about fields
 /// that `extra_pod_config` / `extra_container_config` overrode (each also logged).
 ///
-/// The container runs `convert_executable` followed by `task.tool_args(input, output, true)`,
-/// all in `args` as the reference does. The input and output directories are mounted from the
+/// The container runs `convert_executable` followed by `task.tool_args(input, output, true,
+/// /tmp/{pod name}.json)`, all in `args` as the reference does. The input and output directories are mounted from the
 /// data volume at the same absolute paths as in the grader, by `subPath` (the task's relative
 /// directories). The grader's labels and annotations win over configured ones.
 /// `activeDeadlineSeconds` (at least 1) and the resources are always set; with `hardening`
@@ -158,7 +158,10 @@ pub fn build_pod(
     let output = task.output_dir.to_string_lossy().into_owned();
 
     let mut args = vec![settings.convert_executable.clone()];
-    args.extend(task.tool_args(&input, &output, true));
+    // The container's own /tmp (the pod name keeps pods apart where they share one, as on a
+    // test node that runs them as host processes).
+    let connection_file = format!("/tmp/{name}.json");
+    args.extend(task.tool_args(&input, &output, true, &connection_file));
 
     let volume_name = settings
         .volume

@@ -74,6 +74,8 @@ fn default_pod() {
             "*.ipynb",
             "--log-level=INFO",
             "--ExecutePreprocessor.timeout=120",
+            "--KernelManager.transport=ipc",
+            &format!("--KernelManager.connection_file=/tmp/{POD}.json"),
         ]
     );
     assert_eq!(

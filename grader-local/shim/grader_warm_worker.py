@@ -100,8 +100,8 @@ PROVISIONER_NAME = "grader-prestarted-provisioner"
 # environment has the same values (others are launched as in a plain run).
 STARTUP_VARS = ("HOME", "LANG", "LC_ALL", "LC_CTYPE")
 # Prefixes of variables read by the interpreter or by what the zygote imports (debugpy's
-# pydevd, psutil) when they are imported.
-STARTUP_PREFIXES = ("PYTHON", "PYDEVD", "DEBUGPY", "PSUTIL")
+# pydevd) when they are imported.
+STARTUP_PREFIXES = ("PYTHON", "PYDEVD", "DEBUGPY")
 
 
 def startup_var(name):
@@ -385,11 +385,12 @@ def serve():
         ctl.send(json.dumps(answer).encode())
 import ipykernel.kernelapp
 # What a starting kernel imports after ipykernel.kernelapp (`python -X importtime -m
-# ipykernel_launcher`), in that order: imported once here instead of in every kernel. What is
+# ipykernel_launcher` with an `ipc` connection file: over TCP it also imports psutil), in
+# that order: imported once here instead of in every kernel. What is
 # not installed fails here as it fails there. What they set in the environment (debugpy sets
 # PYDEVD_USE_FRAME_EVAL when unset) is set again in each kernel's environment.
 environ_before = dict(os.environ)
-for name in ("argcomplete", "pdb", "IPython.core.debugger", "psutil", "tornado.platform.asyncio",
+for name in ("argcomplete", "pdb", "IPython.core.debugger", "tornado.platform.asyncio",
              "faulthandler", "ipykernel.debugger", "IPython.core.oinspect", "sqlite3",
              "IPython.core.completerlib"):
     try:

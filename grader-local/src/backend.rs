@@ -46,8 +46,19 @@ pub struct GradingTask {
 
 impl GradingTask {
     /// Arguments of the grading tool after its executable, reading from `input` and writing to
-    /// `output` (paths as the tool will see them).
-    pub fn tool_args(&self, input: &str, output: &str, log_level: bool) -> Vec<String> {
+    /// `output` (paths as the tool will see them); the same for every backend. An autograde
+    /// run's kernels listen on Unix sockets next to `connection_file`, a path of the job's own
+    /// where the tool writes each kernel's connection file in turn: see [`KernelDir`] for why
+    /// not on loopback TCP ports.
+    ///
+    /// [`KernelDir`]: crate::KernelDir
+    pub fn tool_args(
+        &self,
+        input: &str,
+        output: &str,
+        log_level: bool,
+        connection_file: &str,
+    ) -> Vec<String> {
         let mut args = vec![
             match self.kind {
                 JobKind::Autograde => "autograde",
@@ -69,6 +80,8 @@ impl GradingTask {
                 "--ExecutePreprocessor.timeout={}",
                 self.cell_timeout
             ));
+            args.push("--KernelManager.transport=ipc".into());
+            args.push(format!("--KernelManager.connection_file={connection_file}"));
         }
         args
     }

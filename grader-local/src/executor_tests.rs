@@ -475,7 +475,7 @@ async fn feedback_reads_the_autograde_branch_and_commits_only_html() {
     assert_eq!(task.kind, JobKind::Feedback);
     assert!(task.output_dir.ends_with("convert_out/feedback_42"));
     assert_eq!(
-        task.tool_args("IN", "OUT", false),
+        task.tool_args("IN", "OUT", false, "/k/kernel.json"),
         vec![
             "generate_feedback",
             "-i",

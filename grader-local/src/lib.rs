@@ -12,8 +12,8 @@
 //! tool below a per-job reaper), the [`WarmBackend`] (forked from a pool of warm workers,
 //! [`warm`]) or the kube backend of `grader-kube`. It then checks the graded gradebook against
 //! the one it wrote, commits the files the [`whitelisted_files`] rule picks, and returns an
-//! [`Outcome`] whose `failure` is a [`FailureKind`]. [`process_tree`] and [`logs`] are the
-//! helpers both local backends share.
+//! [`Outcome`] whose `failure` is a [`FailureKind`]. [`process_tree`], [`logs`] and [`KernelDir`] (each
+//! job's own dir for its kernels' sockets) are the helpers both local backends share.
 
 mod backend;
 mod clock;
@@ -23,6 +23,7 @@ mod git;
 mod job;
 pub mod job_file;
 mod job_list;
+mod kernel_dir;
 mod local;
 mod lock;
 pub mod logs;
@@ -42,6 +43,7 @@ pub use git::{ExportStats, Git, GitError, ProcessGit, is_commit_hash};
 pub use grader_model::{CellTimeouts, InvalidTimeouts, UnsafePath};
 pub use job::{Job, JobError};
 pub use job_list::{JobListError, read_job_list};
+pub use kernel_dir::KernelDir;
 pub use local::{LocalBackend, PASSED_ENV, passed_env};
 pub use lock::{LockError, WorkLock};
 pub use outcome::{Outcome, Status, Timings};

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendFailure, BackendOutput, FailureKind, GradingBackend, GradingTask};
+use crate::kernel_dir::KernelDir;
 use crate::logs::LogBuffer;
 use crate::reaper::{self, Reaper, Spawned, ToolCommand, harden_process};
 
@@ -111,7 +112,14 @@ impl GradingBackend for LocalBackend {
     ) -> Result<BackendOutput, BackendFailure> {
         let input = task.input_dir.to_string_lossy();
         let output = task.output_dir.to_string_lossy();
-        let args = task.tool_args(&input, &output, false);
+        // Removed once every process of the job is dead (after `reaper.end()` below).
+        let kernels = KernelDir::create().map_err(kernel_dir_failure)?;
+        let args = task.tool_args(
+            &input,
+            &output,
+            false,
+            &kernels.connection_file().to_string_lossy(),
+        );
         let cmd = ToolCommand {
             program: PathBuf::from(&self.executable),
             args: args.clone(),
@@ -147,6 +155,7 @@ impl GradingBackend for LocalBackend {
             _ = cancel.cancelled() => Err(BackendFailure::cancelled()),
         };
         reaper.end().await;
+        drop(kernels);
         // Every writer of the pipes is dead now; what they wrote is still read, briefly.
         for r in readers {
             let abort = r.abort_handle();
@@ -166,6 +175,14 @@ impl GradingBackend for LocalBackend {
             Err(failure) => Err(failure.with_logs(logs)),
         }
     }
+}
+
+/// The failure of a job whose [`KernelDir`] could not be created.
+pub(crate) fn kernel_dir_failure(e: std::io::Error) -> BackendFailure {
+    BackendFailure::new(
+        FailureKind::Infrastructure,
+        format!("could not create the job's directory for its kernels' sockets: {e}"),
+    )
 }
 
 /// Starts the tool below a reaper, reading its output into `logs`, and waits until it was

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::pool::{PoolSettings, WarmPool};
 use super::worker::{JobRequest, RunEnd, WorkerSpec};
 use crate::backend::{BackendFailure, BackendOutput, FailureKind, GradingBackend, GradingTask};
-use crate::local::{LocalBackend, passed_env};
+use crate::kernel_dir::KernelDir;
+use crate::local::{LocalBackend, kernel_dir_failure, passed_env};
 
 /// Runs the grading tool on warm workers with the contract of [`LocalBackend`]: same
 /// arguments, environment, working directory, time limit, cancellation and failure reasons.
@@ -168,8 +169,21 @@ impl GradingBackend for WarmBackend {
             .filter_map(|(k, v)| v.into_string().ok().map(|v| (k, v)))
             .collect();
         env.insert("ASSIGNMENT_SETTINGS", task.settings_json());
+        // Removed once the worker has reported the job, i.e. killed everything it left.
+        let kernels = match KernelDir::create() {
+            Ok(dir) => dir,
+            Err(e) => {
+                pool.give_back(lease, false);
+                return Err(kernel_dir_failure(e));
+            }
+        };
         let job = JobRequest {
-            argv: task.tool_args(&input, &output, false),
+            argv: task.tool_args(
+                &input,
+                &output,
+                false,
+                &kernels.connection_file().to_string_lossy(),
+            ),
             env,
             cwd: cwd.to_string(),
             log_path: log.path.to_string_lossy().into_owned(),
@@ -179,6 +193,7 @@ impl GradingBackend for WarmBackend {
         tracing::info!(tool = %self.tool, worker = worker.pid(), args = ?job.argv, "starting grading tool (warm)");
         let ran = worker.run(&job, task.max_grading_time, &cancel).await;
         let logs = log.read(self.log_cap, worker.last_log_dropped());
+        drop(kernels);
         match ran {
             Ok(end) => {
                 pool.give_back(lease, false);
