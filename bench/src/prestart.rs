@@ -1,5 +1,5 @@
 //! Kernels started ahead of need (project issue 17): `grader batch` with one warm worker,
-//! before (each notebook's kernel launched by the tool, `WARM_WORKER_PRESTART=0`) and after
+//! before (each notebook's kernel launched by the tool, `local.warm_prestart_kernels = false`) and after
 //! (kernels forked by the job's kernel zygote, the default), beside the reference's in-process
 //! executor (`bench/reference_inprocess.py`, run repeatedly in one process), on the example
 //! course and on a course with several notebooks per submission
@@ -167,7 +167,7 @@ impl Ctx<'_> {
         std::fs::write(
             &config,
             format!(
-                "backend = \"local\"\nservice_dir = {}\nconvert_executable = {}\nmax_grading_time = 600\n[local]\nwarm_workers = 1\n",
+                "backend = \"local\"\nservice_dir = {}\nconvert_executable = {}\nmax_grading_time = 600\n[local]\nwarm_workers = 1\nwarm_prestart_kernels = {prestart}\n",
                 toml_str(&svc.to_string_lossy()),
                 toml_str(&self.args.convert.to_string_lossy())
             ),
@@ -180,8 +180,7 @@ impl Ctx<'_> {
             .arg(&jobs)
             .args(["--concurrency", "1", "--progress", "none", "--results"])
             .arg(&results)
-            .env("WARM_WORKER_PHASES", "1")
-            .env("WARM_WORKER_PRESTART", if prestart { "1" } else { "0" });
+            .env("WARM_WORKER_PHASES", "1");
         eprintln!("prestart: {name}: grading {n} submissions");
         let spawned = std::time::SystemTime::now();
         let m = proc::run(&mut cmd, &self.logs, &name, false)?;
@@ -352,7 +351,7 @@ pub async fn run(root: &Path, out: &Path, args: Args) -> anyhow::Result<()> {
 fn markdown(r: &Results, args: &Args) -> String {
     let mut s = String::from("### Kernels started ahead of need\n\n");
     s.push_str(&format!(
-        "`grader batch` at concurrency 1 with one warm worker, per submission (the outcome's `duration_ms`: git export, the forked tool run, commit), before (the tool launches each notebook's kernel: `WARM_WORKER_PRESTART=0`) and after (kernels forked by the job's kernel zygote, the default), beside the reference's in-process executor run repeatedly in one process (`bench/reference_inprocess.py`; its checkout is not timed). Example course: {} submissions; `multi`: {} submissions of {} notebooks each (`examples/make-multi-service-dir.sh`). Every outcome checked against the expected score. Load average before / after: {} / {}.\n\n",
+        "`grader batch` at concurrency 1 with one warm worker, per submission (the outcome's `duration_ms`: git export, the forked tool run, commit), before (the tool launches each notebook's kernel: `local.warm_prestart_kernels = false`) and after (kernels forked by the job's kernel zygote, the default), beside the reference's in-process executor run repeatedly in one process (`bench/reference_inprocess.py`; its checkout is not timed). Example course: {} submissions; `multi`: {} submissions of {} notebooks each (`examples/make-multi-service-dir.sh`). Every outcome checked against the expected score. Load average before / after: {} / {}.\n\n",
         args.submissions, args.multi_submissions, args.notebooks, r.load_before, r.load_after
     ));
     let mut t = Table::new(&[

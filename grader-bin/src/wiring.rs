@@ -189,7 +189,7 @@ pub async fn backend(settings: &Settings) -> Result<Arc<dyn GradingBackend>, Usa
     // Callers have checked the programs (see [`executor`]).
     let local = &settings.local;
     match settings.backend {
-        Backend::Local => match &local.warm {
+        Backend::Local => match local.warm_pool() {
             Some(warm) => Ok(Arc::new(
                 WarmBackend::start(
                     &local.convert_executable,

@@ -22,6 +22,7 @@ pub use grader_kube::settings::{
 };
 pub use grader_local::warm::{
     DEFAULT_MAX_RSS_GROWTH_MIB as DEFAULT_WARM_MAX_RSS_GROWTH_MIB,
+    DEFAULT_PRESTART_KERNELS as DEFAULT_WARM_PRESTART_KERNELS,
     DEFAULT_RECYCLE_AFTER_JOBS as DEFAULT_WARM_RECYCLE_AFTER,
     DEFAULT_START_TIMEOUT as DEFAULT_WARM_START_TIMEOUT, MAX_WORKERS as MAX_WARM_WORKERS,
 };
@@ -238,6 +239,9 @@ pub struct LocalConfig {
     /// Seconds a warm worker may take to import the tool; past it, jobs run
     /// as plain processes.
     pub warm_start_timeout: u64,
+    /// Warm workers start each job's kernels ahead of need (a kernel zygote
+    /// per job); off, the tool launches each kernel as in a plain run.
+    pub warm_prestart_kernels: bool,
 }
 
 impl Default for LocalConfig {
@@ -247,6 +251,7 @@ impl Default for LocalConfig {
             warm_recycle_after: DEFAULT_WARM_RECYCLE_AFTER,
             warm_max_rss_growth_mib: DEFAULT_WARM_MAX_RSS_GROWTH_MIB,
             warm_start_timeout: DEFAULT_WARM_START_TIMEOUT,
+            warm_prestart_kernels: DEFAULT_WARM_PRESTART_KERNELS,
         }
     }
 }

@@ -163,6 +163,12 @@ pub const KEYS: &[KeyInfo] = &[
         kind: Scalar,
     },
     KeyInfo {
+        key: "local.warm_prestart_kernels",
+        ty: "boolean",
+        doc: "Warm workers start each job's kernels ahead of need: a kernel zygote per job forks each notebook's fresh kernel. Off: the tool launches each kernel as in a plain run.",
+        kind: Scalar,
+    },
+    KeyInfo {
         key: "kube.context",
         ty: "string, optional",
         doc: "kubeconfig context; unset: the current context, or in-cluster config inside a pod.",

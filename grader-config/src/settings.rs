@@ -37,8 +37,16 @@ pub struct LocalSettings {
     pub convert_executable: PathBuf,
     /// Most bytes of the tool's output kept per job.
     pub log_cap_bytes: usize,
-    /// The warm pool; `None` runs a plain process per job.
-    pub warm: Option<WarmSettings>,
+    /// The warm pool as configured; its `pool.workers` is 0 when jobs run as plain processes
+    /// (see [`LocalSettings::warm_pool`]).
+    pub warm: WarmSettings,
+}
+
+impl LocalSettings {
+    /// The warm pool to start, or `None` when every job runs as a plain process.
+    pub fn warm_pool(&self) -> Option<&WarmSettings> {
+        (self.warm.pool.workers > 0).then_some(&self.warm)
+    }
 }
 
 /// Settings of the warm worker pool.
@@ -84,15 +92,16 @@ impl Settings {
             keep_workdirs: cfg.keep_workdirs,
         };
         let l = &cfg.local;
-        let warm = (l.warm_workers > 0).then(|| WarmSettings {
+        let warm = WarmSettings {
             pool: PoolSettings {
                 workers: l.warm_workers as usize,
                 recycle_after_jobs: l.warm_recycle_after,
                 max_rss_growth: l.warm_max_rss_growth_mib.saturating_mul(1024 * 1024),
+                prestart_kernels: l.warm_prestart_kernels,
                 ..PoolSettings::default()
             },
             start_timeout: Duration::from_secs(l.warm_start_timeout),
-        });
+        };
         Ok(Settings {
             executor,
             git_executable: cfg.git_executable.clone(),
@@ -109,25 +118,11 @@ impl Settings {
     /// The same settings with `workers` warm workers, unless the configuration asked for a
     /// number itself (`explicit`): the rule of `grader serve` and `grader batch`, which keep
     /// one warm worker per job they grade at once.
+    /// The pool keeps every other `local.warm_*` key as configured.
     pub fn with_default_warm_workers(mut self, workers: usize, explicit: bool) -> Settings {
-        if explicit || workers == 0 {
-            return self;
+        if !explicit {
+            self.local.warm.pool.workers = workers;
         }
-        let base = self.local.warm.take();
-        let defaults = crate::model::LocalConfig::default();
-        self.local.warm = Some(match base {
-            Some(mut w) => {
-                w.pool.workers = workers;
-                w
-            }
-            None => WarmSettings {
-                pool: PoolSettings {
-                    workers,
-                    ..PoolSettings::default()
-                },
-                start_timeout: Duration::from_secs(defaults.warm_start_timeout),
-            },
-        });
         self
     }
 }
@@ -190,7 +185,7 @@ mod tests {
         let s = Settings::from_config(&GraderConfig::default()).unwrap();
         assert_eq!(s.executor, ExecutorConfig::new(crate::DEFAULT_SERVICE_DIR));
         assert_eq!(s.kube, KubeSettings::default());
-        assert_eq!(s.local.warm, None);
+        assert_eq!(s.local.warm_pool(), None);
         assert_eq!(
             s.local.convert_executable,
             PathBuf::from(grader_model::DEFAULT_CONVERT_EXECUTABLE)
@@ -202,33 +197,48 @@ mod tests {
             defaults.warm_max_rss_growth_mib * 1024 * 1024,
             pool.max_rss_growth
         );
+        assert_eq!(defaults.warm_prestart_kernels, pool.prestart_kernels);
+        assert_eq!(s.local.warm.pool, PoolSettings { workers: 0, ..pool });
     }
 
     #[test]
     fn serve_and_batch_get_one_warm_worker_per_job_unless_the_configuration_says() {
         let s = Settings::from_config(&GraderConfig::default()).unwrap();
-        let warm = s
-            .clone()
-            .with_default_warm_workers(3, false)
-            .local
-            .warm
-            .unwrap();
-        assert_eq!(warm.pool.workers, 3);
+        let warm = s.clone().with_default_warm_workers(3, false);
+        assert_eq!(warm.local.warm_pool().unwrap().pool.workers, 3);
         assert_eq!(
-            s.clone().with_default_warm_workers(3, true).local.warm,
+            s.clone()
+                .with_default_warm_workers(3, true)
+                .local
+                .warm_pool(),
+            None
+        );
+        assert_eq!(
+            s.with_default_warm_workers(0, false).local.warm_pool(),
             None
         );
         let mut cfg = GraderConfig::default();
         cfg.local.warm_workers = 2;
         let s = Settings::from_config(&cfg).unwrap();
-        assert_eq!(
-            s.with_default_warm_workers(5, true)
-                .local
-                .warm
-                .unwrap()
-                .pool
-                .workers,
-            2
-        );
+        let warm = s.with_default_warm_workers(5, true);
+        assert_eq!(warm.local.warm_pool().unwrap().pool.workers, 2);
+    }
+
+    #[test]
+    fn the_default_warm_workers_keep_every_other_configured_warm_key() {
+        let mut cfg = GraderConfig::default();
+        cfg.local.warm_recycle_after = 7;
+        cfg.local.warm_max_rss_growth_mib = 9;
+        cfg.local.warm_start_timeout = 11;
+        cfg.local.warm_prestart_kernels = false;
+        let s = Settings::from_config(&cfg)
+            .unwrap()
+            .with_default_warm_workers(3, false);
+        let warm = s.local.warm_pool().unwrap();
+        assert_eq!(warm.pool.workers, 3);
+        assert_eq!(warm.pool.recycle_after_jobs, 7);
+        assert_eq!(warm.pool.max_rss_growth, 9 * 1024 * 1024);
+        assert!(!warm.pool.prestart_kernels);
+        assert_eq!(warm.start_timeout, Duration::from_secs(11));
     }
 }

@@ -1354,6 +1354,7 @@ def main():
         tool_version=tool_version,
         python=platform.python_version(),
         subreaper=subreaper,
+        prestart_kernels=worker.prestart,
     )
     worker.serve()
 

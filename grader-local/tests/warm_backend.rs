@@ -373,8 +373,36 @@ async fn the_hello_names_the_tool_and_its_version() {
     assert_eq!(hello.tool.as_deref(), Some("grader-service"));
     assert_eq!(hello.tool_version.as_deref(), Some("0.12.5"));
     assert!(hello.subreaper);
+    assert!(hello.prestart_kernels, "kernels started ahead by default");
     worker.shutdown().await;
     drop(work);
+}
+
+/// `local.warm_prestart_kernels = false` reaches the pool's settings (grader-config's test);
+/// from there every worker the pool starts, replacements included, runs without a zygote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_told_not_to_start_kernels_ahead_starts_workers_without() {
+    let Some(convert) = support::grader_convert("warm: a_pool_told_not_to_start_kernels_ahead")
+    else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let spec = grader_local::warm::WorkerSpec::for_tool(&convert).unwrap();
+    let settings = PoolSettings {
+        workers: 1,
+        prestart_kernels: false,
+        ..PoolSettings::default()
+    };
+    let pool = grader_local::WarmPool::start(spec, settings, work.path())
+        .await
+        .unwrap();
+    for broken in [true, false] {
+        let mut lease = pool.checkout().await.unwrap();
+        assert!(!lease.worker().hello().prestart_kernels);
+        // The first one is given back broken: its replacement must say the same.
+        pool.give_back(lease, broken);
+    }
+    pool.shutdown().await;
 }
 #[test]
 fn importing_the_tool_leaves_no_state_a_fork_would_share() {

@@ -436,7 +436,7 @@ async fn a_notebook_can_neither_trace_nor_stall_the_next_jobs_kernel_zygote() {
         return;
     };
     assert!(
-        grader_local::warm::prestart_kernels(),
+        PoolSettings::default().prestart_kernels,
         "kernels started ahead are on by default"
     );
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,7 @@ fn spec(python: &Path, entry_point: &str) -> WorkerSpec {
         tool_label: "standin".into(),
         env,
         start_timeout: Duration::from_secs(30),
+        prestart_kernels: true,
     }
 }
 

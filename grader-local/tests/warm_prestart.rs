@@ -167,7 +167,7 @@ async fn prestarted_kernels_give_the_gradebooks_and_commits_of_cold_runs() {
         return;
     };
     assert!(
-        grader_local::warm::prestart_kernels(),
+        PoolSettings::default().prestart_kernels,
         "kernels started ahead are on by default"
     );
     let root = tempfile::tempdir().unwrap();

@@ -44,8 +44,7 @@ pub async fn run(cli: &Cli, args: &BatchArgs) -> Result<Exit, Usage> {
     let workers = loaded
         .settings
         .local
-        .warm
-        .as_ref()
+        .warm_pool()
         .map_or(0, |w| w.pool.workers);
     if loaded.settings.backend == grader_config::Backend::Local
         && workers > 0

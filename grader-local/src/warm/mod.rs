@@ -17,12 +17,11 @@ mod worker;
 
 pub use backend::WarmBackend;
 pub use pool::{
-    DEFAULT_MAX_RSS_GROWTH_MIB, DEFAULT_RECYCLE_AFTER_JOBS, DEFAULT_START_TIMEOUT, Lease,
-    MAX_WORKERS, PoolSettings, PoolStats, WarmPool,
+    DEFAULT_MAX_RSS_GROWTH_MIB, DEFAULT_PRESTART_KERNELS, DEFAULT_RECYCLE_AFTER_JOBS,
+    DEFAULT_START_TIMEOUT, Lease, MAX_WORKERS, PoolSettings, PoolStats, WarmPool,
 };
 pub use worker::{
-    JobRequest, PHASES_ENV, PRESTART_ENV, RunEnd, SHIM, Worker, WorkerFault, WorkerSpec,
-    phase_timings, prestart_kernels, rss_bytes,
+    JobRequest, PHASES_ENV, RunEnd, SHIM, Worker, WorkerFault, WorkerSpec, phase_timings, rss_bytes,
 };
 
 use std::fs::File;

@@ -30,6 +30,9 @@ pub struct PoolSettings {
     pub ping_after_idle: Duration,
     /// How long a ping may take.
     pub ping_timeout: Duration,
+    /// Workers start each job's kernels ahead of need (a kernel zygote per job that forks
+    /// each notebook's kernel); off, the tool launches its kernels as in a plain run.
+    pub prestart_kernels: bool,
 }
 
 /// Default number of jobs after which a worker is replaced.
@@ -40,6 +43,8 @@ pub const DEFAULT_MAX_RSS_GROWTH_MIB: u64 = 512;
 pub const DEFAULT_START_TIMEOUT: u64 = 60;
 /// Most workers a pool may have.
 pub const MAX_WORKERS: u32 = 256;
+/// Whether workers start kernels ahead of need unless told otherwise.
+pub const DEFAULT_PRESTART_KERNELS: bool = true;
 
 impl Default for PoolSettings {
     fn default() -> Self {
@@ -49,6 +54,7 @@ impl Default for PoolSettings {
             max_rss_growth: DEFAULT_MAX_RSS_GROWTH_MIB * 1024 * 1024,
             ping_after_idle: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(5),
+            prestart_kernels: DEFAULT_PRESTART_KERNELS,
         }
     }
 }
@@ -131,6 +137,10 @@ impl WarmPool {
         let settings = PoolSettings {
             workers: settings.workers.max(1),
             ..settings
+        };
+        let spec = WorkerSpec {
+            prestart_kernels: settings.prestart_kernels,
+            ..spec
         };
         let dir = private_dir(work_dir)?;
         let inner = Arc::new(Inner {

@@ -63,6 +63,11 @@ pub struct Hello {
     /// Whether the worker could make itself the reaper of its jobs' orphans.
     #[serde(default)]
     pub subreaper: bool,
+    /// Whether the worker starts its jobs' kernels ahead of need: asked to
+    /// ([`WorkerSpec::prestart_kernels`](super::WorkerSpec)) and the tool's environment has
+    /// Jupyter's kernel machinery.
+    #[serde(default)]
+    pub prestart_kernels: bool,
 }
 
 /// A line from a worker.

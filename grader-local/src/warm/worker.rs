@@ -29,19 +29,10 @@ const BOOTSTRAP: &str = "import sys,json;sys.path[:]=[p for p in sys.path if p n
 src=json.loads(sys.stdin.readline());\
 exec(compile(src,'grader_warm_worker.py','exec'),{'__name__':'__main__','__builtins__':__builtins__})";
 
-/// Set to `0` in `grader`'s environment, turns off kernels started ahead of need (the shim's
-/// `--prestart-kernels`: a kernel zygote per job, forking each notebook's kernel).
-pub const PRESTART_ENV: &str = "WARM_WORKER_PRESTART";
-
 /// Set to `1` in `grader`'s environment, makes every job's log end with the line
 /// `grader-warm-phases: {json}` (the shim's `--phase-timings`: kernel start, readiness, cells,
 /// shutdown and the tool's notebooks, in ms from the job child's start).
 pub const PHASES_ENV: &str = "WARM_WORKER_PHASES";
-
-/// Whether workers start kernels ahead of need (on unless [`PRESTART_ENV`] is `0`).
-pub fn prestart_kernels() -> bool {
-    std::env::var_os(PRESTART_ENV).is_none_or(|v| v != "0")
-}
 
 /// Whether workers log the phases of every job (only when [`PHASES_ENV`] is `1`).
 pub fn phase_timings() -> bool {
@@ -68,6 +59,9 @@ pub struct WorkerSpec {
     pub env: Vec<(String, OsString)>,
     /// How long a worker may take to import the tool and say hello.
     pub start_timeout: Duration,
+    /// The worker starts each job's kernels ahead of need (the shim's `--prestart-kernels`);
+    /// a pool sets it from [`PoolSettings::prestart_kernels`](super::PoolSettings).
+    pub prestart_kernels: bool,
 }
 
 impl WorkerSpec {
@@ -89,6 +83,7 @@ impl WorkerSpec {
             tool_label: convert_executable.to_string_lossy().into_owned(),
             env: passed_env().map(|(k, v)| (k.to_string(), v)).collect(),
             start_timeout: Duration::from_secs(60),
+            prestart_kernels: super::DEFAULT_PRESTART_KERNELS,
         })
     }
 }
@@ -156,7 +151,7 @@ impl Worker {
             .arg(&spec.tool_label)
             .arg("--protocol")
             .arg(PROTOCOL.to_string())
-            .args(prestart_kernels().then_some("--prestart-kernels"))
+            .args(spec.prestart_kernels.then_some("--prestart-kernels"))
             .args(phase_timings().then_some("--phase-timings"))
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -235,6 +230,7 @@ impl Worker {
             tool = hello.tool.as_deref().unwrap_or("?"),
             tool_version = hello.tool_version.as_deref().unwrap_or("?"),
             python = hello.python.as_deref().unwrap_or("?"),
+            prestart_kernels = hello.prestart_kernels,
             "warm grading worker ready"
         );
         Ok(Worker {
