@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grader_local::Git;
-use grader_local::warm::{PoolSettings, WarmBackend};
+use grader_local::warm::PoolSettings;
 use grader_local::{Executor, ExecutorConfig, GradingBackend, LocalBackend, ProcessGit, Status};
 use grader_model::AutoStatus;
 use tokio_util::sync::CancellationToken;
@@ -654,19 +654,7 @@ async fn hooks_a_notebook_plants_in_the_autograde_repository_never_run_warm() {
         workers: 1,
         ..PoolSettings::default()
     };
-    let backend = WarmBackend::start(
-        &convert,
-        settings,
-        Duration::from_secs(120),
-        work.path(),
-        1 << 20,
-    )
-    .await;
-    assert!(
-        backend.pool().is_some(),
-        "warm workers start: {:?}",
-        backend.unavailable()
-    );
+    let backend = support::started_warm_backend(&convert, settings, work.path(), 1 << 20).await;
     let backend = Arc::new(backend);
     grade_a_hook_planting_student_twice(backend.clone()).await;
     backend.shutdown().await;

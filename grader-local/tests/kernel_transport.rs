@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grader_local::{
-    Executor, ExecutorConfig, FailureKind, GradingBackend, Job, LocalBackend, PoolSettings,
-    ProcessGit, WarmBackend,
+    Executor, ExecutorConfig, FailureKind, GradingBackend, Job, LocalBackend, ProcessGit,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -141,18 +140,8 @@ async fn kernels_listen_on_unix_sockets_in_a_dir_of_their_job_cold_and_warm() {
     support::make_service_dir(&warm_dir, &["--students", "alice"]);
     let warm_jobs = jobs(&warm_dir);
     let work = tempfile::tempdir().unwrap();
-    let backend = WarmBackend::start(
-        &convert,
-        PoolSettings {
-            workers: 1,
-            ..PoolSettings::default()
-        },
-        Duration::from_secs(120),
-        work.path(),
-        1 << 20,
-    )
-    .await;
-    assert!(backend.pool().is_some(), "a warm worker starts");
+    let backend =
+        support::started_warm_backend(&convert, support::one_worker(), work.path(), 1 << 20).await;
     let backend = Arc::new(backend);
     let warm = grade_and_record(&warm_dir, backend.clone(), &warm_jobs).await;
     check("warm", &warm);

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grader_local::warm::{PoolSettings, WarmBackend};
 use grader_local::{
     Executor, ExecutorConfig, GradingBackend, LocalBackend, Outcome, ProcessGit, Status,
 };
@@ -47,22 +46,8 @@ async fn backends(
     let cold: Arc<dyn GradingBackend> =
         Arc::new(LocalBackend::new(convert.to_string_lossy(), 1 << 20));
     let work = tempfile::tempdir().unwrap();
-    let warm = WarmBackend::start(
-        convert,
-        PoolSettings {
-            workers: 1,
-            ..PoolSettings::default()
-        },
-        Duration::from_secs(120),
-        work.path(),
-        1 << 20,
-    )
-    .await;
-    assert!(
-        warm.pool().is_some(),
-        "warm workers start: {:?}",
-        warm.unavailable()
-    );
+    let warm =
+        support::started_warm_backend(convert, support::one_worker(), work.path(), 1 << 20).await;
     vec![
         ("cold", cold, tempfile::tempdir().unwrap()),
         ("warm", Arc::new(warm), work),

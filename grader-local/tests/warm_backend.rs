@@ -27,19 +27,7 @@ async fn warm(convert: &Path, workers: usize) -> (tempfile::TempDir, Arc<WarmBac
         workers,
         ..PoolSettings::default()
     };
-    let backend = WarmBackend::start(
-        convert,
-        settings,
-        Duration::from_secs(120),
-        work.path(),
-        1 << 20,
-    )
-    .await;
-    assert!(
-        backend.pool().is_some(),
-        "warm workers start: {:?}",
-        backend.unavailable()
-    );
+    let backend = support::started_warm_backend(convert, settings, work.path(), 1 << 20).await;
     (work, Arc::new(backend))
 }
 

@@ -42,14 +42,7 @@ async fn warm(convert: &Path, work: &Path, log_cap: usize) -> Arc<WarmBackend> {
         workers: 1,
         ..PoolSettings::default()
     };
-    let backend =
-        WarmBackend::start(convert, settings, Duration::from_secs(120), work, log_cap).await;
-    assert!(
-        backend.pool().is_some(),
-        "warm workers start: {:?}",
-        backend.unavailable()
-    );
-    Arc::new(backend)
+    Arc::new(support::started_warm_backend(convert, settings, work, log_cap).await)
 }
 
 fn executor(service: &Path, backend: Arc<WarmBackend>, max: Duration) -> Executor {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use grader_local::{
     Executor, ExecutorConfig, GradingBackend, Job, LocalBackend, PoolSettings, ProcessGit, Status,
-    WarmBackend, process_tree,
+    process_tree,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -201,17 +201,8 @@ async fn prestarted_kernels_give_the_gradebooks_and_commits_of_cold_runs() {
     )
     .await;
     let work = tempfile::tempdir().unwrap();
-    let backend = WarmBackend::start(
-        &convert,
-        PoolSettings {
-            workers: 1,
-            ..PoolSettings::default()
-        },
-        Duration::from_secs(120),
-        work.path(),
-        1 << 20,
-    )
-    .await;
+    let backend =
+        support::started_warm_backend(&convert, support::one_worker(), work.path(), 1 << 20).await;
     let pool = backend.pool().expect("a warm worker starts").clone();
     let backend = Arc::new(backend);
     let warm = grade(&warm_dir, backend.clone(), &warm_jobs).await;

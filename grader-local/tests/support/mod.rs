@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use grader_local::{GradingTask, JobKind};
+use grader_local::{GradingTask, JobKind, PoolSettings, WarmBackend};
 use grader_model::{Assignment, AssignmentSettings, Lecture, Submission};
 
 /// The repository root.
@@ -304,4 +304,31 @@ pub fn normalized_notebook(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A warm backend over the real tool whose pool must start (a test that meant to grade warm
+/// must not quietly grade cold): workers as `settings` says, 120 s to import the tool, job
+/// logs capped at `log_cap`, the workers' logs below `work`.
+pub async fn started_warm_backend(
+    convert: &Path,
+    settings: PoolSettings,
+    work: &Path,
+    log_cap: usize,
+) -> WarmBackend {
+    let backend =
+        WarmBackend::start(convert, settings, Duration::from_secs(120), work, log_cap).await;
+    assert!(
+        backend.pool().is_some(),
+        "warm workers start: {:?}",
+        backend.unavailable()
+    );
+    backend
+}
+
+/// [`PoolSettings`] of one worker, the rest default.
+pub fn one_worker() -> PoolSettings {
+    PoolSettings {
+        workers: 1,
+        ..PoolSettings::default()
+    }
 }
