@@ -400,6 +400,34 @@ for name in ("argcomplete", "pdb", "IPython.core.debugger", "tornado.platform.as
 del name
 imported_env = {k: v for k, v in os.environ.items() if environ_before.get(k) != v}
 del environ_before
+# A stall of ipykernel's own (7.x): at exit, the IOPub thread's atexit handler stops it while
+# the control thread may still be flushing stdout after its shutdown reply; that flush then
+# waits out its 10 s timeout, and the kernel ends only when its manager terminates it (about
+# one kernel in forty, in a plain run too). An atexit handler registered when the kernel
+# starts runs before those (atexit is last in, first out) and stops the control thread first,
+# so its flush gets through. Only the order of the kernel's exit changes, never what it ran
+# or sent before it.
+def _control_first(start):
+    def start_stopping_control_first(app):
+        def stop_control():
+            control = getattr(app, "control_thread", None)
+            if control is not None and control.is_alive():
+                control.stop()
+                control.join(5)
+        __import__("atexit").register(stop_control)
+        return start(app)
+    return start_stopping_control_first
+ipykernel.kernelapp.IPKernelApp.start = _control_first(ipykernel.kernelapp.IPKernelApp.start)
+del _control_first
+# What the zygote holds now (the imports above) lives as long as any kernel forked from it:
+# moved out of the collector's reach, so that no collection in a kernel walks it, which would
+# write to (copy) every page it shares with the zygote. The cold kernel has not imported `gc`:
+# neither does a forked one, as far as sys.modules shows.
+if "gc" in sys.modules:
+    sys.modules["gc"].freeze()
+else:
+    __import__("gc").freeze()
+    del sys.modules["gc"]
 serve()
 del serve, imported_env
 import runpy
