@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -76,28 +75,6 @@ fn assert_alice_graded(out: &Outcome, service: &Path) {
     );
     assert_eq!(out.backend, "local-warm");
     assert_eq!((out.grading_score, out.max_score), (Some(score), Some(max)));
-}
-
-/// Every file of every branch of `user`'s autograde repository, as `branch:path` -> text.
-fn committed(service: &Path, user: &str) -> BTreeMap<String, String> {
-    let repo = service.join(format!("git/cs101/1/autograde/user/{user}"));
-    let git_dir = repo.to_str().unwrap();
-    let mut files = BTreeMap::new();
-    let branches = support::git(&[
-        "--git-dir",
-        git_dir,
-        "for-each-ref",
-        "--format=%(refname:short)",
-        "refs/heads",
-    ]);
-    for branch in branches.lines() {
-        let paths = support::git(&["--git-dir", git_dir, "ls-tree", "-r", "--name-only", branch]);
-        for path in paths.lines() {
-            let text = support::git(&["--git-dir", git_dir, "show", &format!("{branch}:{path}")]);
-            files.insert(format!("{branch}:{path}"), text);
-        }
-    }
-    files
 }
 
 /// Whether `pid` is a live process (a zombie is dead for our purposes).
@@ -283,7 +260,7 @@ fn a_notebook_on_a_warm_worker_cannot_read_graders_environment() {
     );
     assert_eq!(out["grading_score"].as_f64(), Some(alice_score(&service).0));
 
-    let files = committed(&service, "snoop");
+    let files = support::committed_files(&service, "snoop");
     let notebook = files
         .iter()
         .find(|(k, _)| k.ends_with(":hw1.ipynb"))
