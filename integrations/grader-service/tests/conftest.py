@@ -157,14 +157,7 @@ c.CeleryApp.worker_kwargs = dict(concurrency=1, hostname="{self.name}@e2e", logl
 
     def stop_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
-            import signal
-
-            os.killpg(self.worker.pid, signal.SIGTERM)
-            try:
-                self.worker.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.worker.pid, signal.SIGKILL)
-                self.worker.wait()
+            stop_group(self.worker, 60)
         self.worker = None
 
     def restart_worker(self, executor_lines: Optional[str] = None) -> None:
@@ -292,6 +285,19 @@ c.CeleryApp.worker_kwargs = dict(concurrency=1, hostname="{self.name}@e2e", logl
     def close(self) -> None:
         self.stop_worker()
         self.engine.dispose()
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the process group `proc` leads (started with `start_new_session`), SIGKILL
+    to it when `proc` has not ended `grace` seconds later."""
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def grader_executor_lines(binary: str, extra: str = "") -> str:

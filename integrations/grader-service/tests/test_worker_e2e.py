@@ -18,6 +18,7 @@ from conftest import (
     assert_listening_on_loopback_only,
     grader_executor_lines,
     runs_of,
+    stop_group,
 )
 from conftest import same_rows as _same_rows
 
@@ -175,9 +176,6 @@ def _serve_ready(sock: str, deadline: float) -> None:
 def serve_process(argv: list, env: dict, sock: str, log_path):
     """`grader serve` (argv, its own session, output appended to `log_path`) until ready on
     `sock`; yields the socket; stopped with SIGTERM (SIGKILL after 60 s) on the way out."""
-    import os
-    import signal
-
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -185,12 +183,7 @@ def serve_process(argv: list, env: dict, sock: str, log_path):
         _serve_ready(sock, time.monotonic() + 120)
         yield sock
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 60)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from conftest import (
     grader_executor_lines,
     missing,
     same_rows,
+    stop_group,
 )
 from services import proc_stats
 from test_worker_e2e import _feedback_files, serve_process
@@ -137,12 +138,7 @@ def _stop(proc: subprocess.Popen) -> None:
         return
     except subprocess.TimeoutExpired:
         pass
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc, 30)
 
 
 @pytest.fixture(scope="module")
