@@ -147,3 +147,56 @@ async fn kernels_listen_on_unix_sockets_in_a_dir_of_their_job_cold_and_warm() {
     check("warm", &warm);
     backend.shutdown().await;
 }
+
+/// A notebook that moves its job's kernel dir away and leaves a symlink to another directory
+/// in its place: removing the job's dir afterwards removes the link, never what it points to.
+const SWAP_FOR_LINK: &str = r#"import os
+from ipykernel.connect import get_connection_file
+_d = os.path.dirname(get_connection_file())
+os.rename(_d, "MOVED")
+os.symlink("VICTIM", _d)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_dir_swapped_for_a_symlink_removes_only_the_link_cold_and_warm() {
+    let Some(convert) = support::grader_convert("kernel_transport: a_kernel_dir_swapped") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let service = root.path().join("service");
+    support::make_service_dir(&service, &["--students", "alice"]);
+    let work = tempfile::tempdir().unwrap();
+    let warm =
+        support::started_warm_backend(&convert, support::one_worker(), work.path(), 1 << 20).await;
+    let backends: [(&str, Arc<dyn GradingBackend>); 2] = [
+        (
+            "cold",
+            Arc::new(LocalBackend::new(convert.to_string_lossy(), 1 << 20)),
+        ),
+        ("warm", Arc::new(warm)),
+    ];
+    for (i, (mode, backend)) in backends.into_iter().enumerate() {
+        let victim = root.path().join(format!("victim-{mode}"));
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("keep.txt"), "kept").unwrap();
+        let moved = root.path().join(format!("moved-{mode}"));
+        let code = SWAP_FOR_LINK
+            .replace("MOVED", moved.to_str().unwrap())
+            .replace("VICTIM", victim.to_str().unwrap());
+        let job = support::hostile_job(&service, &format!("swapper{i}"), 300 + i as u64, &code);
+        let exec = Executor::new(
+            ExecutorConfig::new(&service),
+            Arc::new(ProcessGit::new("git")),
+            backend,
+        );
+        let out = exec.autograde(&job, CancellationToken::new()).await;
+        exec.shutdown().await;
+        assert_eq!(out.grading_score, Some(6.0), "{mode}: {}", out.logs);
+        assert!(moved.is_dir(), "{mode}: the cell ran: {}", out.logs);
+        assert_eq!(
+            std::fs::read_to_string(victim.join("keep.txt")).unwrap(),
+            "kept",
+            "{mode}: what the link pointed to is untouched"
+        );
+    }
+}
